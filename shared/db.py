@@ -1,0 +1,210 @@
+"""Database set-up shared by every service: its schema, its login role, migrations, pool.
+
+Each service owns one PostgreSQL schema (``registry``, ``disclosure``, ...) in the
+``chengneng`` database. Migrations run with the administrative ``DATABASE_URL``; the
+service itself then connects as its own login role, which may read and insert events but
+holds no UPDATE, DELETE or TRUNCATE privilege on them. Triggers refuse those statements
+for every role, owners included, so append-only does not depend on the code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One forward-only schema change. ``sql`` may use ``{schema}`` and ``{role}``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+CORE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "event store, relay positions, inbox, idempotency keys",
+        """
+        CREATE TABLE {schema}.events (
+            position        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            stream_id       text        NOT NULL,
+            stream_type     text        NOT NULL,
+            stream_version  integer     NOT NULL CHECK (stream_version >= 1),
+            event_id        uuid        NOT NULL UNIQUE,
+            event_type      text        NOT NULL,
+            schema_version  integer     NOT NULL CHECK (schema_version >= 1),
+            occurred_at     timestamptz NOT NULL,
+            recorded_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            actor_subject   text        NOT NULL,
+            actor_org       text        NOT NULL,
+            actor_role      text        NOT NULL,
+            actor_jurisdiction text     NOT NULL,
+            jurisdiction    text        NOT NULL,
+            correlation_id  uuid        NOT NULL,
+            causation_id    uuid,
+            payload         jsonb       NOT NULL,
+            prev_hash       bytea       NOT NULL CHECK (octet_length(prev_hash) = 32),
+            hash            bytea       NOT NULL CHECK (octet_length(hash) = 32),
+            xact_id         xid8        NOT NULL DEFAULT pg_current_xact_id(),
+            CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
+        );
+        CREATE INDEX events_correlation_idx ON {schema}.events (correlation_id);
+        CREATE INDEX events_type_idx ON {schema}.events (event_type, position);
+
+        CREATE FUNCTION {schema}.refuse_event_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'the events table is append-only: % refused', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        CREATE TRIGGER events_append_only_rows BEFORE UPDATE OR DELETE ON {schema}.events
+            FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_event_change();
+        CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON {schema}.events
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_event_change();
+
+        CREATE TABLE {schema}.relay_positions (
+            name        text PRIMARY KEY,
+            position    bigint NOT NULL,
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE {schema}.inbox (
+            consumer     text NOT NULL,
+            event_id     uuid NOT NULL,
+            source       text NOT NULL,
+            event_type   text NOT NULL,
+            outcome      text NOT NULL DEFAULT 'applied',
+            received_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (consumer, event_id)
+        );
+        CREATE TABLE {schema}.idempotency_keys (
+            principal     text NOT NULL,
+            key           text NOT NULL,
+            request_hash  text NOT NULL,
+            status        integer NOT NULL,
+            body          jsonb NOT NULL,
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (principal, key)
+        );
+
+        GRANT USAGE ON SCHEMA {schema} TO {role};
+        GRANT SELECT, INSERT ON {schema}.events TO {role};
+        GRANT SELECT, INSERT, UPDATE ON {schema}.relay_positions TO {role};
+        GRANT SELECT, INSERT, UPDATE ON {schema}.inbox TO {role};
+        GRANT SELECT, INSERT ON {schema}.idempotency_keys TO {role};
+        """,
+    ),
+)
+
+
+def role_name(service: str) -> str:
+    return f"chengneng_{service}"
+
+
+def app_url(admin_url: str, service: str, password: str | None) -> str:
+    """The service's own connection URL: the admin URL with the service role as user."""
+    parts = urlsplit(admin_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = role_name(service)
+    credentials = user if password is None else f"{user}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+            decoder=json.loads,
+            schema="pg_catalog",
+        )
+
+
+async def connect(url: str, schema: str) -> asyncpg.Connection:
+    """One connection with the JSON codecs and the service schema on the search path."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": f"chengneng-{schema}"},
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(
+    admin_url: str,
+    service: str,
+    migrations: Sequence[Migration],
+    *,
+    app_password: str | None = None,
+) -> list[int]:
+    """Create the schema and role if missing and apply pending migrations, once, under a lock.
+
+    Core migrations are numbered 1-99; a service's own migrations start at 100.
+    """
+    schema, role = service, role_name(service)
+    conn = await asyncpg.connect(admin_url)
+    applied: list[int] = []
+    try:
+        # One migrator at a time across replicas: a transaction-wide advisory lock.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('chengneng-migrate'))")
+            await _ensure_role(conn, role, app_password)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                        version integer PRIMARY KEY,
+                        name text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")}
+            for migration in sorted((*CORE_MIGRATIONS, *migrations), key=lambda m: m.version):
+                if migration.version in done:
+                    continue
+                await conn.execute(migration.sql.format(schema=schema, role=role))
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+                applied.append(migration.version)
+            await conn.execute(f"GRANT SELECT ON {schema}.schema_migrations TO {role}")
+    finally:
+        await conn.close()
+    if applied:
+        log.info("migrations applied", service=service, versions=applied)
+    return applied
+
+
+async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None) -> None:
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    if not exists:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+    if password is not None:
+        # Passwords cannot be bound as parameters in utility statements; quote as a literal.
+        literal = await conn.fetchval("SELECT quote_literal($1)", password)
+        await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
+    database = await conn.fetchval("SELECT quote_ident(current_database())")
+    await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+
+
+def record_to_dict(record: asyncpg.Record) -> dict[str, Any]:
+    return dict(record.items())

@@ -1,0 +1,71 @@
+"""Base shapes of events and commands, shared by every service's ``domain.py``.
+
+Events are the stored contract: once an event type is written to a store its shape is
+frozen for that ``schema_version``. A change of shape is a new version with an upcaster
+(see ``upcasters`` below); stored events are never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.principal import Principal
+
+
+class Event(BaseModel):
+    """A fact, named in the past tense. Subclasses set ``event_type`` and ``schema_version``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class Command(BaseModel):
+    """An intention. Who issues it and when come in with it, so deciders stay pure."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issued_by: Principal
+    issued_at: datetime
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventRegistry:
+    """Maps stored (type, version) pairs to event classes, upcasting old versions on read."""
+
+    def __init__(self, *event_classes: type[Event]) -> None:
+        self.by_type: dict[str, type[Event]] = {}
+        self.upcasters: dict[tuple[str, int], Upcaster] = {}
+        for cls in event_classes:
+            if cls.event_type in self.by_type:
+                raise ValueError(f"event type {cls.event_type} registered twice")
+            self.by_type[cls.event_type] = cls
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function turning payload version ``from_version`` into the next one."""
+
+        def register(fn: Upcaster) -> Upcaster:
+            self.upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return register
+
+    def decode(self, event_type: str, schema_version: int, payload: dict[str, Any]) -> Event:
+        """Build the current event class from a stored payload of any known version."""
+        cls = self.by_type.get(event_type)
+        if cls is None:
+            raise KeyError(f"unknown event type {event_type!r}")
+        version = schema_version
+        if version > cls.schema_version:
+            raise KeyError(f"{event_type} schema version {version} is newer than this code")
+        while version < cls.schema_version:
+            payload = self.upcasters[(event_type, version)](payload)
+            version += 1
+        return cls.model_validate(payload)

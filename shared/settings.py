@@ -1,0 +1,89 @@
+"""Settings of every process, read from the environment (pydantic-settings).
+
+The names without a prefix (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``) are the ones
+operators already know; everything of our own starts with ``CHENGNENG_``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    home: Path = Field(
+        default=Path(".chengneng"),
+        validation_alias=AliasChoices("CHENGNENG_HOME", "home"),
+        description="State directory: embedded database files, broker port, keys.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="Administrative PostgreSQL URL; unset means the embedded server.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Kafka bootstrap servers; unset means the embedded broker.",
+    )
+    db_app_password: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHENGNENG_DB_APP_PASSWORD", "db_app_password"),
+        description="Password of the per-service login roles (not needed with trust auth).",
+    )
+    http_host: str = Field(
+        default="127.0.0.1", validation_alias=AliasChoices("CHENGNENG_HTTP_HOST", "http_host")
+    )
+    http_port: int = Field(
+        default=0, validation_alias=AliasChoices("CHENGNENG_HTTP_PORT", "http_port")
+    )
+    token_private_key: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHENGNENG_TOKEN_PRIVATE_KEY", "token_private_key"),
+        description="Ed25519 PEM used by `chengneng token issue`; default $CHENGNENG_HOME/keys.",
+    )
+    token_public_key: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHENGNENG_TOKEN_PUBLIC_KEY", "token_public_key"),
+        description="Ed25519 PEM that services verify tokens with; default $CHENGNENG_HOME/keys.",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        validation_alias=AliasChoices("CHENGNENG_KAFKA_SESSION_TIMEOUT_MS", "kafka_session_timeout_ms"),
+    )
+    relay_batch_size: int = Field(
+        default=500, validation_alias=AliasChoices("CHENGNENG_RELAY_BATCH_SIZE", "relay_batch_size")
+    )
+    poll_interval_s: float = Field(
+        default=0.2,
+        validation_alias=AliasChoices("CHENGNENG_POLL_INTERVAL_S", "poll_interval_s"),
+        description="How often the relay looks for new events when idle.",
+    )
+    topic_check_interval_s: float = Field(
+        default=2.0,
+        validation_alias=AliasChoices("CHENGNENG_TOPIC_CHECK_INTERVAL_S", "topic_check_interval_s"),
+        description="How often the relay checks that the broker still has its topic.",
+    )
+    log_level: str = Field(
+        default="info", validation_alias=AliasChoices("CHENGNENG_LOG_LEVEL", "log_level")
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, validation_alias=AliasChoices("CHENGNENG_MAX_BODY_BYTES", "max_body_bytes")
+    )
+
+    @cached_property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.token_private_key or self.keys_dir / "token-signing.pem"
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.token_public_key or self.keys_dir / "token-signing.pub.pem"

@@ -1,0 +1,215 @@
+"""The event store: append with an expected version, read a stream, tail the whole log.
+
+Appends never lock the table. Concurrent writers to one stream race on the unique
+(stream_id, stream_version) key; the loser gets ``ConcurrencyConflict`` and wrote nothing.
+
+Tailing uses the transaction-id horizon: a row is handed to a tail only once every
+transaction older than the oldest one still running has finished, so a position taken
+early but committed late is never skipped. The horizon is cluster-wide: one long
+transaction anywhere holds every tail back, which ``tail_lag`` makes visible.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+
+from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
+from shared.errors import ConcurrencyConflict
+from shared.messages import Event
+from shared.principal import Principal, Role
+
+_COLUMNS = """position, stream_id, stream_type, stream_version, event_id, event_type,
+    schema_version, occurred_at, recorded_at, actor_subject, actor_org, actor_role,
+    actor_jurisdiction, jurisdiction, correlation_id, causation_id, payload, prev_hash, hash"""
+
+_VISIBLE = "xact_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What every event of one append shares: who, where, when, and why (correlation)."""
+
+    actor: Principal
+    jurisdiction: str
+    occurred_at: datetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+
+
+def envelope_from_record(record: asyncpg.Record) -> Envelope:
+    return Envelope(
+        position=record["position"],
+        stream_id=record["stream_id"],
+        stream_type=record["stream_type"],
+        stream_version=record["stream_version"],
+        event_id=record["event_id"],
+        event_type=record["event_type"],
+        schema_version=record["schema_version"],
+        occurred_at=record["occurred_at"],
+        recorded_at=record["recorded_at"],
+        actor=Principal(
+            subject=record["actor_subject"],
+            organisation=record["actor_org"],
+            role=Role(record["actor_role"]),
+            jurisdiction=record["actor_jurisdiction"],
+        ),
+        jurisdiction=record["jurisdiction"],
+        correlation_id=record["correlation_id"],
+        causation_id=record["causation_id"],
+        payload=record["payload"],
+        prev_hash=bytes(record["prev_hash"]),
+        hash=bytes(record["hash"]),
+    )
+
+
+async def stream_head(conn: asyncpg.Connection, stream_id: str) -> tuple[int, bytes]:
+    """The current version of a stream (0 when empty) and the hash its next event chains to."""
+    row = await conn.fetchrow(
+        "SELECT stream_version, hash FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+        stream_id,
+    )
+    if row is None:
+        return 0, GENESIS_HASH
+    return row["stream_version"], bytes(row["hash"])
+
+
+async def append(
+    conn: asyncpg.Connection,
+    stream_id: str,
+    stream_type: str,
+    expected_version: int,
+    events: Sequence[Event],
+    meta: Metadata,
+    *,
+    event_ids: Sequence[uuid.UUID] | None = None,
+) -> list[Envelope]:
+    """Append ``events`` to a stream that must be at ``expected_version``; returns the envelopes.
+
+    Must run inside a transaction owned by the caller, so projections and idempotency
+    records commit together with the events.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("append must run inside a transaction")
+    current, prev_hash = await stream_head(conn, stream_id)
+    if current != expected_version:
+        raise ConcurrencyConflict(
+            "wrong_expected_version",
+            f"stream {stream_id} is at version {current}, not {expected_version}",
+            stream_id=stream_id,
+            actual_version=current,
+        )
+    envelopes: list[Envelope] = []
+    for index, event in enumerate(events):
+        version = expected_version + index + 1
+        event_id = event_ids[index] if event_ids else uuid.uuid4()
+        payload = event.model_dump(mode="json")
+        fields = dict(
+            stream_id=stream_id,
+            stream_type=stream_type,
+            stream_version=version,
+            event_id=event_id,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            occurred_at=meta.occurred_at,
+            actor=meta.actor,
+            jurisdiction=meta.jurisdiction,
+            correlation_id=meta.correlation_id,
+            causation_id=meta.causation_id,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+        digest = chain_hash(canonical_bytes(**fields))  # type: ignore[arg-type]
+        envelopes.append(Envelope(**fields, hash=digest))  # type: ignore[arg-type]
+        prev_hash = digest
+    try:
+        rows = await conn.fetch(
+            f"""INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
+                    schema_version, occurred_at, actor_subject, actor_org, actor_role, actor_jurisdiction,
+                    jurisdiction, correlation_id, causation_id, payload, prev_hash, hash)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::uuid[], $5::text[],
+                    $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
+                    $12::text[], $13::uuid[], $14::uuid[], $15::jsonb[], $16::bytea[], $17::bytea[])
+                RETURNING position, recorded_at""",
+            [e.stream_id for e in envelopes],
+            [e.stream_type for e in envelopes],
+            [e.stream_version for e in envelopes],
+            [e.event_id for e in envelopes],
+            [e.event_type for e in envelopes],
+            [e.schema_version for e in envelopes],
+            [e.occurred_at for e in envelopes],
+            [e.actor.subject for e in envelopes],
+            [e.actor.organisation for e in envelopes],
+            [e.actor.role.value for e in envelopes],
+            [e.actor.jurisdiction for e in envelopes],
+            [e.jurisdiction for e in envelopes],
+            [e.correlation_id for e in envelopes],
+            [e.causation_id for e in envelopes],
+            [e.payload for e in envelopes],
+            [e.prev_hash for e in envelopes],
+            [e.hash for e in envelopes],
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "events_stream_version_key":
+            raise ConcurrencyConflict(
+                "wrong_expected_version",
+                f"stream {stream_id} was appended to concurrently; nothing was written",
+                stream_id=stream_id,
+            ) from exc
+        raise
+    return [
+        _with_position(env, row["position"], row["recorded_at"]) for env, row in zip(envelopes, rows, strict=True)
+    ]
+
+
+def _with_position(env: Envelope, position: int, recorded_at: datetime) -> Envelope:
+    return replace(env, position=position, recorded_at=recorded_at)
+
+
+async def read_stream(conn: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
+    )
+    return [envelope_from_record(r) for r in rows]
+
+
+async def read_after(conn: asyncpg.Connection | asyncpg.Pool, position: int, limit: int) -> list[Envelope]:
+    """Events after ``position`` in position order, stopping at the commit horizon.
+
+    Nothing at or above the oldest running transaction is returned, so an event that
+    took an earlier position but commits later is still delivered, in order.
+    """
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND {_VISIBLE} ORDER BY position LIMIT $2",
+        position,
+        limit,
+    )
+    return [envelope_from_record(r) for r in rows]
+
+
+async def tail(
+    conn: asyncpg.Connection | asyncpg.Pool, position: int, batch_size: int = 500
+) -> AsyncIterator[list[Envelope]]:
+    """Yield batches of visible events after ``position`` until caught up."""
+    while batch := await read_after(conn, position, batch_size):
+        yield batch
+        position = batch[-1].position or position
+
+
+async def tail_lag(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> tuple[int, int]:
+    """(committed-or-pending events after ``position``, of which held back by the horizon)."""
+    row = await conn.fetchrow(
+        f"""SELECT count(*) AS behind, count(*) FILTER (WHERE NOT ({_VISIBLE})) AS held
+            FROM events WHERE position > $1""",
+        position,
+    )
+    assert row is not None
+    return int(row["behind"]), int(row["held"])
+
+
+async def last_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
