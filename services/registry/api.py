@@ -1,0 +1,321 @@
+"""HTTP interface of the registry: commands are POSTs, queries are GETs.
+
+Every command body is derived from its domain command (``command_body``), so the API
+and the decider cannot drift apart. All routes need a bearer token; reads are open to
+every role (the list is meant to be transparent), writes are checked by the decider.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BaseModel, ValidationError
+
+from services.registry import domain
+from services.registry.projections import ON_THE_LIST
+from shared import jurisdiction as jurisdictions
+from shared.commands import Aggregate, CommandResult
+from shared.errors import InvalidInput, NotFound
+from shared.http import CurrentPrincipal, IdempotencyKey, command_body
+from shared.messages import Command
+from shared.principal import Principal
+from shared.runtime import Context
+
+router = APIRouter()
+
+FUNCTION = Aggregate(
+    stream_type="function",
+    initial=domain.initial_function,
+    evolve=domain.evolve_function,
+    decide=domain.decide_function,
+    jurisdiction_of=lambda state, command: state.jurisdiction or command.jurisdiction,
+)
+FUNCTION_LIST = Aggregate(
+    stream_type="function-list",
+    initial=domain.initial_list,
+    evolve=domain.evolve_list,
+    decide=domain.decide_list,
+    jurisdiction_of=lambda state, command: command.jurisdiction,
+)
+
+
+def function_stream(function_id: str) -> str:
+    return f"function-{function_id}"
+
+
+def list_stream(code: str) -> str:
+    return f"function-list-{code}"
+
+
+FunctionId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9]\d{5}$", description="six-digit division code")]
+
+
+class CommandAccepted(BaseModel):
+    """What a command did: the stream, its version now, and the events it appended."""
+
+    stream_id: str
+    version: int
+    appended: list[dict[str, Any]]
+
+
+def build_command(cls: type[Command], principal: Principal, **fields: Any) -> Command:
+    """Construct a domain command, turning schema errors into a 422 problem."""
+    try:
+        return cls(issued_by=principal, issued_at=datetime.now(UTC), **fields)
+    except ValidationError as exc:
+        raise InvalidInput("invalid_command", str(exc.errors(include_url=False, include_input=False))) from exc
+
+
+async def run(
+    ctx: Any, aggregate: Aggregate[Any], stream_id: str, command: Command, key: Any, request_correlation: uuid.UUID
+) -> dict[str, Any]:
+    result: CommandResult = await ctx.store.execute(
+        aggregate, stream_id, command, correlation_id=request_correlation, idempotency=key
+    )
+    return result.as_json()
+
+
+# --- commands on one function --------------------------------------------------------
+
+ProposeBody = command_body(domain.ProposeFunction, exclude=frozenset({"function_id"}), name="ProposeFunction")
+
+
+class ProposeRequest(ProposeBody):  # type: ignore[misc,valid-type]
+    function_id: str | None = None
+    """Optional client-chosen id (letters, digits, ._:-); the server makes a UUID otherwise."""
+
+
+@router.post(
+    "/functions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CommandAccepted,
+    tags=["functions"],
+    summary="Propose a transferable function (society, association or department)",
+)
+async def propose_function(
+    body: ProposeRequest, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey
+) -> dict[str, Any]:
+    fields = body.model_dump(exclude={"function_id"})
+    function_id = body.function_id or str(uuid.uuid4())
+    if not _valid_id(function_id):
+        raise InvalidInput("invalid_function_id", "function_id may hold letters, digits and . _ : - (max 100)")
+    command = build_command(domain.ProposeFunction, principal, function_id=function_id, **fields)
+    return await run(ctx, FUNCTION, function_stream(function_id), command, key, _correlation())
+
+
+def _valid_id(value: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value))
+
+
+def _correlation() -> uuid.UUID:
+    import structlog
+
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return uuid.UUID(value) if value else uuid.uuid4()
+
+
+def _function_route(path: str, command_cls: type[Command], summary: str) -> None:
+    """Register ``POST /functions/{function_id}/<path>`` for one function command."""
+    body_model = command_body(command_cls, exclude=frozenset({"function_id"}), name=command_cls.__name__)
+
+    async def endpoint(
+        function_id: FunctionId, body: body_model, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey  # type: ignore[valid-type]
+    ) -> dict[str, Any]:
+        command = build_command(command_cls, principal, function_id=function_id, **body.model_dump())  # type: ignore[attr-defined]
+        return await run(ctx, FUNCTION, function_stream(function_id), command, key, _correlation())
+
+    endpoint.__name__ = command_cls.__name__
+    # Annotations are strings under postponed evaluation; hand FastAPI the real body class.
+    endpoint.__annotations__["body"] = body_model
+    router.add_api_route(
+        f"/functions/{{function_id}}/{path}",
+        endpoint,
+        methods=["POST"],
+        response_model=CommandAccepted,
+        tags=["functions"],
+        summary=summary,
+    )
+
+
+_function_route("consultation", domain.StartConsultation, "Start consultation with the owning department (association)")
+_function_route("department-review", domain.RecordDepartmentReview, "Record the department's review and confirmation")
+_function_route("listing", domain.ListFunction, "List the function as transferable (owning department)")
+_function_route("amendments", domain.AmendFunction, "Amend a listed or open function")
+_function_route("opening", domain.OpenForUndertaking, "Open for undertaking with conditions and thresholds")
+_function_route("assignment", domain.AssignFunction, "Assign the open function to a society")
+_function_route("transfer", domain.MarkTransferred, "Record that the task agreement is in force")
+_function_route("return", domain.ReturnFunction, "Return the function from its society")
+_function_route("withdrawal", domain.WithdrawFunction, "Withdraw the function")
+_function_route("delisting", domain.DelistFunction, "Take the function off the list")
+
+
+# --- queries on functions ------------------------------------------------------------
+
+
+@router.get("/functions", tags=["functions"], summary="Functions by jurisdiction, state and category")
+async def list_functions(
+    ctx: Context,
+    principal: CurrentPrincipal,
+    jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9]\d{5}$")] = None,
+    include_subtree: bool = False,
+    state: domain.Status | None = None,
+    category: domain.Category | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    clauses, args = [], []
+    if jurisdiction:
+        if include_subtree:
+            args.append(jurisdiction)
+            clauses.append(f"${len(args)} = ANY(ancestors)")
+        else:
+            args.append(jurisdiction)
+            clauses.append(f"jurisdiction = ${len(args)}")
+    if state:
+        args.append(state.value)
+        clauses.append(f"status = ${len(args)}")
+    if category:
+        args.append(category.value)
+        clauses.append(f"category = ${len(args)}")
+    where = " AND ".join(clauses) or "true"
+    rows = await ctx.pool.fetch(
+        f"""SELECT state, stream_version, updated_at, count(*) OVER () AS total FROM (
+                SELECT *, {_ANCESTORS_SQL} AS ancestors FROM functions) f
+            WHERE {where} ORDER BY jurisdiction, function_id LIMIT {limit} OFFSET {offset}""",
+        *args,
+    )
+    return {
+        "total": rows[0]["total"] if rows else 0,
+        "limit": limit,
+        "offset": offset,
+        "items": [_function_view(r["state"], r["stream_version"], r["updated_at"]) for r in rows],
+    }
+
+
+# Ancestors of a six-digit code in SQL, mirroring shared.jurisdiction.ancestors.
+_ANCESTORS_SQL = """ARRAY[jurisdiction,
+    CASE WHEN jurisdiction LIKE '%00' AND jurisdiction NOT LIKE '%0000' THEN substr(jurisdiction,1,2)||'0000'
+         WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,4)||'00' END,
+    CASE WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,2)||'0000' END,
+    '100000']"""
+
+
+def _function_view(state: dict[str, Any], version: int, updated_at: datetime) -> dict[str, Any]:
+    return {**state, "version": version, "updated_at": updated_at.isoformat()}
+
+
+@router.get("/functions/{function_id}", tags=["functions"], summary="One function with its full history")
+async def get_function(function_id: FunctionId, ctx: Context, principal: CurrentPrincipal) -> dict[str, Any]:
+    state, version, envelopes = await ctx.store.load(FUNCTION, function_stream(function_id))
+    if state.status is None:
+        raise NotFound("function_not_found", f"function {function_id} does not exist")
+    return {
+        **state.model_dump(mode="json"),
+        "version": version,
+        "history": [e.as_json() for e in envelopes],
+    }
+
+
+# --- versioned lists -----------------------------------------------------------------
+
+PublishBody = command_body(domain.PublishFunctionList, exclude=frozenset({"jurisdiction", "entries"}), name="PublishFunctionList")
+
+
+@router.post(
+    "/function-lists/{jurisdiction}/versions",
+    response_model=CommandAccepted,
+    tags=["function lists"],
+    summary="Publish the jurisdiction's list as it stands now (a new version when it changed)",
+)
+async def publish_list(
+    jurisdiction: JurisdictionCode, body: PublishBody, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey  # type: ignore[valid-type]
+) -> dict[str, Any]:
+    jurisdictions.validate(jurisdiction)
+    rows = await ctx.pool.fetch(
+        "SELECT state FROM functions WHERE jurisdiction = $1 AND status = ANY($2::text[]) ORDER BY function_id",
+        jurisdiction,
+        [s.value for s in ON_THE_LIST],
+    )
+    entries = [domain.list_entry_of(domain.FunctionState.model_validate(r["state"])) for r in rows]
+    command = build_command(
+        domain.PublishFunctionList, principal, jurisdiction=jurisdiction, entries=entries, **body.model_dump()  # type: ignore[attr-defined]
+    )
+    return await run(ctx, FUNCTION_LIST, list_stream(jurisdiction), command, key, _correlation())
+
+
+@router.get("/function-lists/{jurisdiction}/versions", tags=["function lists"], summary="Published versions")
+async def list_versions(jurisdiction: JurisdictionCode, ctx: Context, principal: CurrentPrincipal) -> dict[str, Any]:
+    rows = await ctx.pool.fetch(
+        """SELECT version, note, published_at, published_by, jsonb_array_length(entries) AS size
+           FROM function_lists WHERE jurisdiction = $1 ORDER BY version""",
+        jurisdiction,
+    )
+    return {
+        "jurisdiction": jurisdiction,
+        "versions": [
+            {**dict(r), "published_at": r["published_at"].isoformat()} for r in rows
+        ],
+    }
+
+
+async def _version(ctx: Any, jurisdiction: str, version: str) -> dict[str, Any]:
+    if version == "latest":
+        row = await ctx.pool.fetchrow(
+            "SELECT * FROM function_lists WHERE jurisdiction = $1 ORDER BY version DESC LIMIT 1", jurisdiction
+        )
+    elif version.isdigit():
+        row = await ctx.pool.fetchrow(
+            "SELECT * FROM function_lists WHERE jurisdiction = $1 AND version = $2", jurisdiction, int(version)
+        )
+    else:
+        raise InvalidInput("invalid_version", "version must be a positive number or 'latest'")
+    if row is None:
+        raise NotFound("list_version_not_found", f"{jurisdiction} has no published list version {version}")
+    return {
+        "jurisdiction": jurisdiction,
+        "version": row["version"],
+        "note": row["note"],
+        "published_at": row["published_at"].isoformat(),
+        "published_by": row["published_by"],
+        "entries": row["entries"],
+    }
+
+
+@router.get(
+    "/function-lists/{jurisdiction}/versions/{version}",
+    tags=["function lists"],
+    summary="One published version ('latest' for the newest)",
+)
+async def get_version(
+    jurisdiction: JurisdictionCode, version: Annotated[str, Path(pattern=r"^(latest|\d{1,9})$")], ctx: Context,
+    principal: CurrentPrincipal,
+) -> dict[str, Any]:
+    return await _version(ctx, jurisdiction, version)
+
+
+@router.get(
+    "/function-lists/{jurisdiction}/diff",
+    tags=["function lists"],
+    summary="What changed between two published versions: added, removed, changed",
+)
+async def diff_versions(
+    jurisdiction: JurisdictionCode,
+    ctx: Context,
+    principal: CurrentPrincipal,
+    from_version: Annotated[int, Query(alias="from", ge=0)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> dict[str, Any]:
+    older = (
+        [] if from_version == 0 else (await _version(ctx, jurisdiction, str(from_version)))["entries"]
+    )
+    newer = (await _version(ctx, jurisdiction, str(to_version)))["entries"]
+    diff = domain.diff_lists(
+        [domain.ListEntry.model_validate(e) for e in older], [domain.ListEntry.model_validate(e) for e in newer]
+    )
+    return {"jurisdiction": jurisdiction, "from": from_version, "to": to_version, **diff.model_dump(mode="json")}

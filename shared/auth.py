@@ -1,0 +1,99 @@
+"""Signed tokens (JWT, EdDSA/Ed25519) naming principal, organisation, role and jurisdiction.
+
+``chengneng token issue`` signs with the private key under ``$CHENGNENG_HOME/keys``;
+services hold only the public key, so a compromised service cannot mint tokens.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from shared.errors import NotAuthenticated
+from shared.principal import Principal
+
+ISSUER = "chengneng"
+ALGORITHM = "EdDSA"
+
+
+def ensure_keypair(private_path: Path, public_path: Path) -> None:
+    """Create the signing key pair once; an existing pair is never replaced."""
+    if private_path.exists():
+        if not public_path.exists():
+            public_path.write_bytes(_public_pem(load_private_key(private_path)))
+        return
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    private_path.touch(mode=0o600)
+    private_path.write_bytes(pem)
+    public_path.write_bytes(_public_pem(key))
+
+
+def _public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def issue_token(
+    key: Ed25519PrivateKey, principal: Principal, *, ttl: timedelta = timedelta(hours=12), now: datetime | None = None
+) -> str:
+    issued = now or datetime.now(UTC)
+    claims = {
+        "iss": ISSUER,
+        "sub": principal.subject,
+        "org": principal.organisation,
+        "role": principal.role.value,
+        "jurisdiction": principal.jurisdiction,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+    }
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def verify_token(key: Ed25519PublicKey, token: str) -> Principal:
+    """The principal a token names; ``NotAuthenticated`` if it is expired, forged or malformed."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "iss", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise NotAuthenticated("token_expired", "the token has expired; issue a new one") from exc
+    except jwt.InvalidTokenError as exc:
+        raise NotAuthenticated("token_invalid", f"the token was refused: {exc}") from exc
+    try:
+        return Principal(
+            subject=claims["sub"],
+            organisation=claims["org"],
+            role=claims["role"],
+            jurisdiction=claims["jurisdiction"],
+        )
+    except (KeyError, ValidationError) as exc:
+        raise NotAuthenticated("token_invalid", "the token does not name a valid principal") from exc

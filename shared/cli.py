@@ -1,0 +1,275 @@
+"""The ``chengneng`` command: run the stack, run one service, issue tokens, check schemas."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+
+from shared.settings import Settings
+
+app = typer.Typer(help="chengneng (承能): functions transferred to societies, tracked as events.", no_args_is_help=True)
+token_app = typer.Typer(help="Signed tokens for the HTTP APIs.", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schemas of the events, generated from the code.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(schemas_app, name="schemas")
+
+SERVICES = ("registry", "disclosure")
+"""Every service, in start order; each is ``services/<name>/app.py:SERVICE``."""
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_service(name: str):  # type: ignore[no-untyped-def]
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{name}.app").SERVICE
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+# --- the stack -----------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    database_url: Annotated[
+        str | None, typer.Option(help="Use this PostgreSQL (admin URL) instead of the embedded one [env DATABASE_URL]")
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Use this Kafka instead of the embedded broker [env KAFKA_BOOTSTRAP_SERVERS]")
+    ] = None,
+    home: Annotated[Path | None, typer.Option(help="State directory [env CHENGNENG_HOME, default ./.chengneng]")] = None,
+    exit_when_ready: Annotated[
+        bool, typer.Option("--exit-when-ready", help="Start, print the addresses, then stop everything (for checks)")
+    ] = False,
+) -> None:
+    """Start the whole stack in the foreground and print its addresses; Ctrl-C stops it."""
+    from shared import embedded
+    from shared.auth import ensure_keypair
+
+    overrides = {k: v for k, v in {"database_url": database_url, "kafka_bootstrap_servers": kafka_bootstrap,
+                                   "home": home}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    state = settings.home.expanduser().resolve()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_keypair(settings.private_key_path, settings.public_key_path)
+
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    pg = broker = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        db_url = settings.database_url
+        if db_url is None:
+            typer.echo("starting embedded PostgreSQL ...")
+            pg = embedded.start_postgres(state)
+            db_url = pg.admin_url
+        bootstrap = settings.kafka_bootstrap_servers
+        if bootstrap is None:
+            typer.echo("starting embedded Kafka-protocol broker (Tansu, memory storage) ...")
+            broker = embedded.start_broker(state)
+            bootstrap = broker.bootstrap
+        env = {
+            **os.environ,
+            "CHENGNENG_HOME": str(state),
+            "DATABASE_URL": db_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CHENGNENG_TOKEN_PUBLIC_KEY": str(settings.public_key_path.resolve()),
+        }
+        ports = {name: embedded.stable_port(state, name) for name in SERVICES}
+
+        def spawn(name: str) -> subprocess.Popen[bytes]:
+            log_file = open(state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+            return subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(ports[name])],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+        for name in SERVICES:
+            typer.echo(f"starting {name} ...")
+            children[name] = spawn(name)
+        _wait_healthy(children, ports, state, lambda: stopping)
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        (state / "stack.json").write_text(
+            json.dumps({"services": urls, "kafka_bootstrap": bootstrap, "database_url": db_url}, indent=2)
+        )
+        typer.echo("")
+        typer.secho(f"chengneng is running (home {state})", bold=True)
+        for name, url in urls.items():
+            typer.echo(f"  {name:<12} {url}   (API docs {url}/docs)")
+        typer.echo(f"  {'kafka':<12} {bootstrap}")
+        typer.echo(f"  {'database':<12} {db_url}")
+        typer.echo(f"  {'logs':<12} {state / 'logs'}")
+        typer.echo("Get a token:  chengneng token issue --role department --org dept-x --jurisdiction 510600")
+        typer.echo("Press Ctrl-C to stop.")
+        restarts: dict[str, int] = {}
+        while not stopping and not exit_when_ready:
+            time.sleep(0.5)
+            for name, child in list(children.items()):
+                if child.poll() is not None and not stopping:
+                    restarts[name] = restarts.get(name, 0) + 1
+                    typer.secho(f"{name} exited with {child.returncode}; restarting (see {state}/logs/{name}.log)",
+                                fg=typer.colors.YELLOW, err=True)
+                    time.sleep(min(restarts[name], 10))
+                    children[name] = spawn(name)
+    except embedded.EmbeddedStartError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        typer.echo("stopping ...")
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for name, child in children.items():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                typer.echo(f"{name} did not stop in time; killing it", err=True)
+                child.kill()
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+        typer.echo("stopped; stored events are kept in " + str(state))
+
+
+def _wait_healthy(
+    children: dict[str, subprocess.Popen[bytes]], ports: dict[str, int], state: Path, stopping: object
+) -> None:
+    deadline = time.monotonic() + 90
+    pending = set(children)
+    while pending:
+        if callable(stopping) and stopping():
+            raise typer.Exit(130)
+        for name in list(pending):
+            if children[name].poll() is not None:
+                log_tail = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-25:]
+                raise fail(f"{name} exited during start-up with {children[name].returncode}:\n" + "\n".join(log_tail))
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports[name]}/health", timeout=2).status_code == 200:
+                    pending.discard(name)
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            raise fail(f"not healthy after 90 s: {', '.join(sorted(pending))}; see {state}/logs")
+        time.sleep(0.3)
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")],
+    port: Annotated[int, typer.Option(help="HTTP port [env CHENGNENG_HTTP_PORT]")] = 0,
+) -> None:
+    """Run one service in the foreground (what `up` and the containers run)."""
+    from shared import logging as chengneng_logging
+    from shared.runtime import serve as run_service
+
+    settings = Settings()
+    chengneng_logging.configure(settings.log_level, service=name)
+    definition = load_service(name)
+    chosen = port or settings.http_port
+    if not chosen:
+        raise fail("give --port or CHENGNENG_HTTP_PORT", 2)
+    try:
+        run_service(definition, settings, chosen)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            raise fail(exc.code, 2) from exc
+        raise
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+@token_app.command("issue")
+def token_issue(
+    role: Annotated[str, typer.Option(help="association, department, society, evaluator, finance_bureau, "
+                                           "policy_support, auditor or public")],
+    org: Annotated[str, typer.Option(help="organisation id of the principal")],
+    jurisdiction: Annotated[str, typer.Option(help="six-digit division code, e.g. 510600 (central: 100000)")],
+    subject: Annotated[str | None, typer.Option(help="the person or system acting; default: the org")] = None,
+    ttl_hours: Annotated[float, typer.Option(help="lifetime in hours")] = 12.0,
+) -> None:
+    """Print a signed token naming role, organisation and jurisdiction."""
+    from pydantic import ValidationError
+
+    from shared.auth import ensure_keypair, issue_token, load_private_key
+    from shared.principal import Principal
+
+    settings = Settings()
+    ensure_keypair(settings.private_key_path, settings.public_key_path)
+    try:
+        principal = Principal(subject=subject or org, organisation=org, role=role, jurisdiction=jurisdiction)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2) from exc
+    except Exception as exc:  # InvalidInput from the jurisdiction check
+        raise fail(str(exc), 2) from exc
+    if ttl_hours <= 0:
+        raise fail("--ttl-hours must be positive", 2)
+    typer.echo(issue_token(load_private_key(settings.private_key_path), principal, ttl=timedelta(hours=ttl_hours)))
+
+
+@token_app.command("keygen")
+def token_keygen(out: Annotated[Path, typer.Option(help="directory for token-signing(.pub).pem")]) -> None:
+    """Create an Ed25519 signing key pair (kept if it already exists)."""
+    from shared.auth import ensure_keypair
+
+    ensure_keypair(out / "token-signing.pem", out / "token-signing.pub.pem")
+    typer.echo(f"keys in {out}: token-signing.pem (secret), token-signing.pub.pem (for the services)")
+
+
+# --- schemas -------------------------------------------------------------------------
+
+
+def _all_schemas() -> dict[str, dict[str, object]]:
+    from shared.schemas import event_schemas
+
+    out: dict[str, dict[str, object]] = {}
+    for name in SERVICES:
+        out.update(event_schemas(name, load_service(name).events))
+    return out
+
+
+@schemas_app.command("generate")
+def schemas_generate(root: Annotated[Path, typer.Option(help="schemas directory")] = REPO_ROOT / "schemas") -> None:
+    """Write the JSON Schema of every event type and version."""
+    from shared.schemas import write
+
+    written = write(root, _all_schemas())  # type: ignore[arg-type]
+    typer.echo(f"{len(written)} schema file(s) written under {root}")
+
+
+@schemas_app.command("check")
+def schemas_check(root: Annotated[Path, typer.Option(help="schemas directory")] = REPO_ROOT / "schemas") -> None:
+    """Exit 1 when the schema files differ from what the code produces."""
+    from shared.schemas import drift
+
+    problems = drift(root, _all_schemas(), list(SERVICES))  # type: ignore[arg-type]
+    if problems:
+        raise fail("schemas drifted from the code (run `chengneng schemas generate`):\n  " + "\n  ".join(problems))
+    typer.echo("schemas match the code")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,205 @@
+"""The one path from a command to stored events, used by every service.
+
+Load the stream, fold it with ``evolve``, ``decide``, append at the version that was
+read, run the service's projector and record the idempotency key — all in one
+transaction. A concurrent writer makes the append fail; the command is then decided
+again on the new state (deciders are pure, so retrying is safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import structlog
+
+from shared import store
+from shared.envelope import Envelope
+from shared.errors import ConcurrencyConflict, InvalidInput
+from shared.messages import Command, Event, EventRegistry
+
+log = structlog.get_logger(__name__)
+
+S = TypeVar("S")
+C = TypeVar("C", bound=Command)
+
+Projector = Callable[[asyncpg.Connection, Envelope, Event], Awaitable[None]]
+"""Updates a service's read models for one new event, inside the append transaction."""
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """The decider of one stream type: how to fold its events and decide its commands."""
+
+    stream_type: str
+    initial: Callable[[], S]
+    evolve: Callable[[S, Event], S]
+    decide: Callable[[S, Any], list[Event]]
+    jurisdiction_of: Callable[[S, Any], str]
+    """Where the events of a command happen: from the state, or from a creating command."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` with the hash of the request it was first used for."""
+
+    principal: str
+    key: str
+    request_hash: str
+
+    @staticmethod
+    def for_request(principal: str, key: str, method: str, path: str, body: bytes) -> Idempotency:
+        digest = hashlib.sha256(f"{method} {path}\n".encode() + body).hexdigest()
+        return Idempotency(principal=principal, key=key, request_hash=digest)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the stream, its version after the command, and new events."""
+
+    stream_id: str
+    version: int
+    events: Sequence[Envelope]
+    replayed: bool = False
+    body: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.body is not None:
+            return self.body
+        return {
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "appended": [
+                {
+                    "event_id": str(e.event_id),
+                    "event_type": e.event_type,
+                    "stream_version": e.stream_version,
+                    "position": e.position,
+                }
+                for e in self.events
+            ],
+        }
+
+
+class _ReplayStored(Exception):
+    """Rolls back a transaction whose idempotency key was recorded concurrently."""
+
+
+class EventStore:
+    """A service's event store: its pool, its event types and its projector."""
+
+    def __init__(self, pool: asyncpg.Pool, events: EventRegistry, projector: Projector | None = None) -> None:
+        self.pool = pool
+        self.events = events
+        self.projector = projector
+
+    def decode(self, envelope: Envelope) -> Event:
+        return self.events.decode(envelope.event_type, envelope.schema_version, envelope.payload)
+
+    async def load(
+        self, aggregate: Aggregate[S], stream_id: str, conn: asyncpg.Connection | asyncpg.Pool | None = None
+    ) -> tuple[S, int, list[Envelope]]:
+        """Fold a stream into its current state; also returns its version and envelopes."""
+        envelopes = await store.read_stream(conn or self.pool, stream_id)
+        state = aggregate.initial()
+        for envelope in envelopes:
+            state = aggregate.evolve(state, self.decode(envelope))
+        return state, len(envelopes), envelopes
+
+    async def execute(
+        self,
+        aggregate: Aggregate[S],
+        stream_id: str,
+        command: Command,
+        *,
+        correlation_id: uuid.UUID,
+        causation_id: uuid.UUID | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> CommandResult:
+        """Decide ``command`` against the stream and store what it decided, exactly once."""
+        if idempotency is not None:
+            stored = await self._stored_response(self.pool, idempotency)
+            if stored is not None:
+                return stored
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._decide_and_append(
+                        conn, aggregate, stream_id, command, correlation_id, causation_id, idempotency
+                    )
+            except ConcurrencyConflict:
+                log.info("append conflict; deciding again", stream_id=stream_id, attempt=attempt)
+                if attempt == MAX_ATTEMPTS:
+                    raise
+            except _ReplayStored:
+                assert idempotency is not None
+                stored = await self._stored_response(self.pool, idempotency)
+                assert stored is not None
+                return stored
+        raise AssertionError("unreachable")
+
+    async def _decide_and_append(
+        self,
+        conn: asyncpg.Connection,
+        aggregate: Aggregate[S],
+        stream_id: str,
+        command: Command,
+        correlation_id: uuid.UUID,
+        causation_id: uuid.UUID | None,
+        idempotency: Idempotency | None,
+    ) -> CommandResult:
+        state, version, _ = await self.load(aggregate, stream_id, conn)
+        new_events = aggregate.decide(state, command)
+        envelopes: list[Envelope] = []
+        if new_events:
+            meta = store.Metadata(
+                actor=command.issued_by,
+                jurisdiction=aggregate.jurisdiction_of(state, command),
+                occurred_at=command.issued_at,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+            envelopes = await store.append(conn, stream_id, aggregate.stream_type, version, new_events, meta)
+            if self.projector is not None:
+                for envelope, event in zip(envelopes, new_events, strict=True):
+                    await self.projector(conn, envelope, event)
+        result = CommandResult(stream_id=stream_id, version=version + len(envelopes), events=envelopes)
+        if idempotency is not None:
+            inserted = await conn.fetchval(
+                """INSERT INTO idempotency_keys (principal, key, request_hash, status, body)
+                   VALUES ($1, $2, $3, 200, $4) ON CONFLICT DO NOTHING RETURNING 1""",
+                idempotency.principal,
+                idempotency.key,
+                idempotency.request_hash,
+                result.as_json(),
+            )
+            if inserted is None:
+                raise _ReplayStored()
+        return result
+
+    async def _stored_response(
+        self, conn: asyncpg.Connection | asyncpg.Pool, idempotency: Idempotency
+    ) -> CommandResult | None:
+        row = await conn.fetchrow(
+            "SELECT request_hash, body FROM idempotency_keys WHERE principal = $1 AND key = $2",
+            idempotency.principal,
+            idempotency.key,
+        )
+        if row is None:
+            return None
+        if row["request_hash"] != idempotency.request_hash:
+            raise InvalidInput(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request",
+            )
+        body = row["body"] if isinstance(row["body"], dict) else json.loads(row["body"])
+        return CommandResult(
+            stream_id=body["stream_id"], version=body["version"], events=(), replayed=True, body=body
+        )

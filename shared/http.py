@@ -1,0 +1,251 @@
+"""HTTP plumbing shared by every service: problem details, tokens, correlation, limits.
+
+Every error leaves as RFC 9457 problem details (``application/problem+json``) with a
+machine-readable ``code``; a database outage is a 503 with ``Retry-After``, never a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, create_model
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import verify_token
+from shared.commands import Idempotency
+from shared.errors import ChengnengError, InvalidInput, NotAuthenticated
+from shared.principal import Principal
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+REQUESTS = Counter("chengneng_http_requests_total", "HTTP requests", ["service", "method", "status"])
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": title, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for code, title in [
+        (401, "Not authenticated"),
+        (403, "Not permitted"),
+        (404, "Not found"),
+        (409, "Concurrency conflict"),
+        (413, "Request body too large"),
+        (422, "Invalid input or domain rule violated"),
+        (503, "Service unavailable"),
+    ]
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, request: Request | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:chengneng:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    TimeoutError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ChengnengError)
+    async def _domain(request: Request, exc: ChengnengError) -> JSONResponse:
+        extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float, bool, type(None)))}
+        return problem(exc.status, exc.code, exc.title, exc.detail, request, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": list(map(str, e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return problem(422, "invalid_request", "Invalid request", "the request does not match its schema",
+                       request, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, _DB_UNAVAILABLE):
+            log.warning("database unavailable", error=repr(exc))
+            return problem(503, "database_unavailable", "Service unavailable",
+                           "the database cannot be reached; retry later", request)
+        log.exception("unhandled error")
+        return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it was logged",
+                       request)
+
+
+class RequestContextMiddleware:
+    """Binds request and correlation ids to logs, limits body size, counts requests."""
+
+    def __init__(self, app: ASGIApp, *, service: str, max_body_bytes: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = str(uuid.uuid4())
+        correlation_id = _parse_uuid(headers.get("x-correlation-id")) or str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = uuid.UUID(correlation_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            response = _too_large(self.max_body_bytes)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise StarletteHTTPException(413, "request body too large")
+            return message
+
+        status_holder = {"status": 500}
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-correlation-id", correlation_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tagged_send)
+        finally:
+            REQUESTS.labels(self.service, scope.get("method", ""), str(status_holder["status"])).inc()
+            structlog.contextvars.unbind_contextvars("request_id", "correlation_id")
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem(413, "body_too_large", "Request body too large", f"the body exceeds {limit} bytes")
+
+
+def _parse_uuid(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def current_principal(request: Request) -> Principal:
+    """The principal named by the request's bearer token (401 problem when absent or bad)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("token_missing", "send 'Authorization: Bearer <token>'; see `chengneng token issue`")
+    principal = verify_token(request.app.state.public_key, token.strip())
+    structlog.contextvars.bind_contextvars(principal=principal.subject, org=principal.organisation)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def correlation_id(request: Request) -> uuid.UUID:
+    value = getattr(request.state, "correlation_id", None)
+    return value if isinstance(value, uuid.UUID) else uuid.uuid4()
+
+
+async def idempotency(request: Request, principal: CurrentPrincipal) -> Idempotency | None:
+    """The request's ``Idempotency-Key``, bound to the principal and the exact request."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidInput("invalid_idempotency_key", "Idempotency-Key must be 1-200 visible ASCII characters")
+    body = await request.body()
+    return Idempotency.for_request(
+        f"{principal.organisation}/{principal.subject}", key, request.method, request.url.path, body
+    )
+
+
+IdempotencyKey = Annotated[Idempotency | None, Depends(idempotency)]
+
+
+def install_common_routes(app: FastAPI, service: str) -> None:
+    @app.get("/health", tags=["operations"], summary="Liveness and database reachability")
+    async def health(request: Request) -> JSONResponse:
+        try:
+            await request.app.state.pool.fetchval("SELECT 1")
+        except Exception as exc:  # the point of the endpoint is to report, not to raise
+            return problem(503, "database_unavailable", "Service unavailable", repr(exc), request)
+        return JSONResponse({"status": "ok", "service": service})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def problem_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", "title", "status", "code"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "description": "machine-readable error code"},
+            "instance": {"type": "string"},
+        },
+    }
+
+
+_ENVELOPE_FIELDS = frozenset({"issued_by", "issued_at"})
+
+
+def command_body(command: type[BaseModel], *, exclude: frozenset[str] = frozenset(), name: str | None = None) -> type[BaseModel]:
+    """The request body of a command: its fields minus who/when and path parameters.
+
+    Deriving bodies from the commands keeps one definition of each command's inputs.
+    """
+    fields: dict[str, Any] = {
+        field_name: (info.annotation, info)
+        for field_name, info in command.model_fields.items()
+        if field_name not in _ENVELOPE_FIELDS | exclude
+    }
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        name or f"{command.__name__}Body", __config__=ConfigDict(extra="forbid"), **fields
+    )

@@ -1,0 +1,170 @@
+"""Kafka topics and the CloudEvents binary-mode mapping of stored events.
+
+Every stored event travels as a CloudEvent 1.0 in Kafka binary mode: attributes in
+``ce_*`` headers, the JSON payload as the value, the stream id as the key (so one
+case's events stay in order on one partition).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from shared.envelope import Envelope, utc_iso
+
+TOPIC_PREFIX = "chengneng"
+DEADLETTER_TOPIC = "chengneng.deadletter"
+DEFAULT_PARTITIONS = 3
+TYPE_PREFIX = "org.chengneng"
+
+_FORMAT = JSONFormat()
+
+
+def events_topic(service: str) -> str:
+    return f"{TOPIC_PREFIX}.{service}.events"
+
+
+def cloudevent_type(service: str, event_type: str) -> str:
+    """``org.chengneng.registry.FunctionListed``: reverse-DNS, the service, the event name."""
+    return f"{TYPE_PREFIX}.{service}.{event_type}"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def to_message(service: str, envelope: Envelope) -> OutgoingMessage:
+    """Map a stored envelope to a Kafka record in CloudEvents binary content mode."""
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(envelope.event_id),
+        "source": f"/chengneng/{service}",
+        "type": cloudevent_type(service, envelope.event_type),
+        "subject": envelope.stream_id,
+        "time": envelope.occurred_at,
+        "datacontenttype": "application/json",
+        "dataschema": f"urn:chengneng:schema:{service}:{envelope.event_type}:v{envelope.schema_version}",
+        "partitionkey": envelope.stream_id,
+        # Extension attributes (lower-case alphanumerics only, per the spec).
+        "jurisdiction": envelope.jurisdiction,
+        "correlationid": str(envelope.correlation_id),
+        "streamtype": envelope.stream_type,
+        "streamversion": str(envelope.stream_version),
+        "schemaversion": str(envelope.schema_version),
+        "position": str(envelope.position),
+        "eventhash": envelope.hash.hex(),
+        "prevhash": envelope.prev_hash.hex(),
+        "actorsubject": envelope.actor.subject,
+        "actororg": envelope.actor.organisation,
+        "actorrole": envelope.actor.role.value,
+        "actorjurisdiction": envelope.actor.jurisdiction,
+    }
+    if envelope.causation_id is not None:
+        attributes["causationid"] = str(envelope.causation_id)
+    message = ce_kafka.to_binary(CloudEvent(attributes, envelope.payload), _FORMAT)
+    key = message.key.encode() if isinstance(message.key, str) else (message.key or b"")
+    return OutgoingMessage(key=key, value=message.value, headers=list(message.headers.items()))
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """A consumed CloudEvent with the attributes consumers rely on, parsed and checked."""
+
+    event_id: uuid.UUID
+    source: str
+    type: str
+    event_type: str
+    subject: str
+    time: datetime
+    jurisdiction: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    stream_version: int
+    schema_version: int
+    data: dict[str, Any]
+    attributes: dict[str, Any]
+
+
+class MalformedMessage(ValueError):
+    """A record that is not a well-formed chengneng CloudEvent; it goes to the dead letters."""
+
+
+def from_record(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], key: bytes | None, value: bytes) -> IncomingEvent:
+    """Parse a consumed Kafka record; ``MalformedMessage`` says precisely what is wrong."""
+    try:
+        event = ce_kafka.from_binary(ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value), _FORMAT)
+    except Exception as exc:  # the SDK raises several unrelated types
+        raise MalformedMessage(f"not a CloudEvent in binary mode: {exc}") from exc
+    attrs = event.get_attributes()
+    try:
+        data = event.get_data()
+        if not isinstance(data, dict):
+            raise MalformedMessage("the value is not a JSON object")
+        ce_type = str(attrs["type"])
+        causation = attrs.get("causationid")
+        return IncomingEvent(
+            event_id=uuid.UUID(str(attrs["id"])),
+            source=str(attrs["source"]),
+            type=ce_type,
+            event_type=ce_type.rsplit(".", 1)[-1],
+            subject=str(attrs["subject"]),
+            time=attrs["time"],
+            jurisdiction=str(attrs["jurisdiction"]),
+            correlation_id=uuid.UUID(str(attrs["correlationid"])),
+            causation_id=uuid.UUID(str(causation)) if causation else None,
+            stream_version=int(attrs["streamversion"]),
+            schema_version=int(attrs["schemaversion"]),
+            data=data,
+            attributes=attrs,
+        )
+    except MalformedMessage:
+        raise
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MalformedMessage(f"missing or invalid CloudEvents attribute: {exc}") from exc
+
+
+async def ensure_topics(
+    bootstrap: str, topics: list[str], *, partitions: int = DEFAULT_PARTITIONS, replication: int = 1
+) -> list[str]:
+    """Create the topics that do not exist; returns the ones it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        created: list[str] = []
+        for topic in missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name=topic, num_partitions=partitions, replication_factor=replication)]
+                )
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+async def existing_topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def iso(moment: datetime) -> str:
+    return utc_iso(moment)

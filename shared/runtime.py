@@ -1,0 +1,173 @@
+"""Runs one service process: migrations, pool, relay, consumers and the HTTP server.
+
+Every service declares a ``ServiceDefinition`` in its ``app.py``; this module is the
+only place that knows how to wire one, so all services start, run and stop alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from shared import db
+from shared.auth import load_public_key
+from shared.commands import EventStore, Projector
+from shared.consumer import Handler, InboxConsumer
+from shared.http import (
+    PROBLEM_RESPONSES,
+    RequestContextMiddleware,
+    install_common_routes,
+    install_error_handlers,
+    problem_schema,
+)
+from shared.messages import EventRegistry
+from shared.relay import Relay
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer of other services' topics; ``name`` is its inbox and consumer-group name."""
+
+    name: str
+    topics: list[str]
+    handler: Handler
+
+
+@dataclass
+class ServiceContext:
+    """What a running service's API and handlers need."""
+
+    name: str
+    settings: Settings
+    pool: asyncpg.Pool
+    store: EventStore
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    title: str
+    description: str
+    events: EventRegistry
+    migrations: Sequence[db.Migration]
+    router: APIRouter
+    projector: Projector | None = None
+    consumers: Sequence[ConsumerSpec] = field(default_factory=tuple)
+    publishes: bool = True
+
+
+def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context."""
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ServiceContext, Depends(service_context)]
+
+
+def require_infrastructure(settings: Settings) -> tuple[str, str]:
+    if not settings.database_url or not settings.kafka_bootstrap_servers:
+        raise SystemExit(
+            "DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set to run a single service; "
+            "`chengneng up` sets them for the embedded stack"
+        )
+    return settings.database_url, settings.kafka_bootstrap_servers
+
+
+def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
+    """The service's ASGI app; its lifespan migrates, connects and starts background tasks."""
+    admin_url, bootstrap = require_infrastructure(settings)
+    dsn = db.app_url(admin_url, definition.name, settings.db_app_password)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await db.migrate(admin_url, definition.name, definition.migrations, app_password=settings.db_app_password)
+        pool = await db.create_pool(dsn, definition.name)
+        app.state.pool = pool
+        app.state.public_key = load_public_key(settings.public_key_path)
+        app.state.context = ServiceContext(
+            definition.name, settings, pool, EventStore(pool, definition.events, definition.projector)
+        )
+        tasks: list[asyncio.Task[Any]] = []
+        if definition.publishes:
+            relay = Relay(
+                definition.name,
+                pool,
+                dsn,
+                definition.name,
+                bootstrap,
+                batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.poll_interval_s,
+                topic_check_interval_s=settings.topic_check_interval_s,
+            )
+            app.state.relay = relay
+            tasks.append(asyncio.create_task(relay.run(), name=f"{definition.name}-relay"))
+        for spec in definition.consumers:
+            consumer = InboxConsumer(
+                spec.name,
+                spec.topics,
+                pool,
+                bootstrap,
+                spec.handler,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+            )
+            tasks.append(asyncio.create_task(consumer.run(), name=f"{definition.name}-{spec.name}"))
+        log.info("service started", service=definition.name)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            log.info("service stopped", service=definition.name)
+
+    app = FastAPI(
+        title=definition.title,
+        description=definition.description,
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
+    )
+    app.add_middleware(RequestContextMiddleware, service=definition.name, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    install_common_routes(app, definition.name)
+    app.include_router(definition.router)
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problem_schema()
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def serve(definition: ServiceDefinition, settings: Settings, port: int) -> None:
+    """Run the service in the foreground until SIGINT/SIGTERM."""
+    app = build_app(definition, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
