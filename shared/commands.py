@@ -8,8 +8,10 @@ again on the new state (deciders are pure, so retrying is safe).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ C = TypeVar("C", bound=Command)
 Projector = Callable[[asyncpg.Connection, Envelope, Event], Awaitable[None]]
 """Updates a service's read models for one new event, inside the append transaction."""
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class EventStore:
                 log.info("append conflict; deciding again", stream_id=stream_id, attempt=attempt)
                 if attempt == MAX_ATTEMPTS:
                     raise
+                # Jitter so that writers who collided do not collide again in lockstep.
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
             except _ReplayStored:
                 assert idempotency is not None
                 stored = await self._stored_response(self.pool, idempotency)

@@ -61,7 +61,12 @@ class InboxConsumer:
             try:
                 await self._consume()
             except asyncio.CancelledError:
-                raise
+                if _really_cancelled():
+                    raise
+                # aiokafka cancels in-flight futures when a broker connection drops; that is a
+                # broker failure to recover from, not a request to stop.
+                log.warning("kafka client futures cancelled; reconnecting", consumer=self.name)
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("consumer failed; reconnecting", consumer=self.name)
                 await asyncio.sleep(1.0)
@@ -184,3 +189,8 @@ class InboxConsumer:
 
 
 __all__ = ["Handler", "InboxConsumer", "TopicPartition"]
+
+
+def _really_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

@@ -359,6 +359,18 @@ def _accepts(port: int) -> bool:
     return False
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether ``pid`` itself listens on ``port``, not some process that took it first."""
+    try:
+        proc = psutil.Process(pid)
+        conns = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port for c in conns("tcp"))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:  # cannot tell (some macOS setups): trust the metadata answer
+        return True
+
+
 def _same_process(pid: int, create_time: float) -> bool:
     try:
         return abs(psutil.Process(pid).create_time() - create_time) < 1.0
@@ -434,6 +446,7 @@ class EmbeddedBroker:
         # Tansu also reads these from the environment; a stray one must not change our broker.
         env = {k: v for k, v in os.environ.items()
                if k not in {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "CLUSTER_ID"}}
+        env["NO_COLOR"] = "1"  # plain log file, readable in error messages
         self.process = subprocess.Popen(
             [_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
@@ -464,7 +477,7 @@ class EmbeddedBroker:
                     f"Tansu broker on {self.bootstrap} exited with code {code} while starting. "
                     f"Log {self.log_path}:\n{_tail(self.log_path)}"
                 )
-            if _accepts(self.port):
+            if _accepts(self.port) and _listens(self.process.pid, self.port):
                 try:
                     _run_in_fresh_loop(_metadata, self.bootstrap, min(3.0, max(deadline - time.monotonic(), 0.5)))
                     return
@@ -557,7 +570,7 @@ def start_broker(home: Path, timeout_s: float = 20.0) -> EmbeddedBroker:
             return broker.start(timeout_s)
         except EmbeddedStartError as exc:
             # Another process may grab the port between our check and Tansu's bind.
-            if "Address already in use" not in str(exc) and "is taken" not in str(exc):
+            if "AddrInUse" not in str(exc) and "is taken" not in str(exc):
                 raise
             last = exc
             port = free_port()

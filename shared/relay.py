@@ -3,8 +3,14 @@
 One active relay per service, chosen by a PostgreSQL advisory lock held on a dedicated
 connection; a standby takes over when the holder's session ends. The relay position
 is stored in the service's database and advanced only after the broker acknowledged
-(acks=all) every record of a batch. If the broker lost the topic (an embedded broker
-restarted empty), the relay recreates it and publishes again from the first event.
+(acks=all) every record of a batch.
+
+If the broker lost its state (an embedded broker restarted empty), the relay publishes
+again from the first event. Two witnesses tell it so: the topic is missing from the
+metadata, or the relay's marker (an offset committed for its own consumer group) is
+gone. The marker is needed because clients may re-create a lost topic, empty, before
+the relay looks (subscribers' metadata requests auto-create topics on the embedded
+broker), so "the topic exists" alone does not prove the broker kept it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import time
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from shared import kafka, store
@@ -68,7 +75,12 @@ class Relay:
             try:
                 await self._run_as_leader()
             except asyncio.CancelledError:
-                raise
+                if _really_cancelled():
+                    raise
+                # aiokafka cancels in-flight futures when a broker connection drops; that is a
+                # broker failure to recover from, not a request to stop.
+                log.warning("kafka client futures cancelled; reconnecting", service=self.service)
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("relay failed; retrying", service=self.service)
                 await asyncio.sleep(1.0)
@@ -88,21 +100,30 @@ class Relay:
                 linger_ms=5,
                 request_timeout_ms=15_000,
             )
+            marker = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=f"chengneng.relay.{self.service}",
+                enable_auto_commit=False,
+            )
             await producer.start()
+            await marker.start()
             try:
-                await self._publish_loop(producer, lock_conn)
+                await self._publish_loop(producer, marker, lock_conn)
             finally:
+                await marker.stop()
                 await producer.stop()
         finally:
             await lock_conn.close()
 
-    async def _publish_loop(self, producer: AIOKafkaProducer, lock_conn: asyncpg.Connection) -> None:
-        await self._check_topic(first=True)
+    async def _publish_loop(
+        self, producer: AIOKafkaProducer, marker: AIOKafkaConsumer, lock_conn: asyncpg.Connection
+    ) -> None:
+        await self._check_broker(marker, first=True)
         last_check = time.monotonic()
         held_since: float | None = None
         while True:
             if time.monotonic() - last_check >= self.topic_check_interval_s:
-                await self._check_topic()
+                await self._check_broker(marker)
                 await lock_conn.fetchval("SELECT 1")  # the lock lives as long as this session
                 last_check = time.monotonic()
             position = await self.position()
@@ -157,22 +178,33 @@ class Relay:
         value = await self.pool.fetchval("SELECT position FROM relay_positions WHERE name = $1", self.name)
         return int(value or 0)
 
-    async def _check_topic(self, *, first: bool = False) -> None:
-        """Create the topic if missing; if it vanished after publishing, start over from 0."""
+    async def _check_broker(self, marker: AIOKafkaConsumer, *, first: bool = False) -> None:
+        """Start over from the first event if the broker lost the topic or the relay's marker."""
         created = await kafka.ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
-        if not created:
-            return
+        marker_tp = TopicPartition(self.topic, 0)
+        if not marker.assignment():
+            marker.assign([marker_tp])
+        marked = await marker.committed(marker_tp)
         position = await self.position()
-        if position > 0:
+        if position > 0 and (created or marked is None):
             REPUBLISHES.labels(self.service).inc()
             log.warning(
                 "the broker lost the topic; republishing every event from the store",
                 service=self.service,
                 topic=self.topic,
                 was_at=position,
+                topic_missing=bool(created),
+                marker_missing=marked is None,
             )
             await self.pool.execute(
                 "UPDATE relay_positions SET position = 0, updated_at = now() WHERE name = $1", self.name
             )
-        elif first:
+        elif created and first:
             log.info("topic created", topic=self.topic)
+        # Re-committed on every check so that a broker's offset retention never expires it.
+        await marker.commit({marker_tp: OffsetAndMetadata(0, "chengneng relay marker")})
+
+
+def _really_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

@@ -9,71 +9,71 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=True)
 
     home: Path = Field(
         default=Path(".chengneng"),
-        validation_alias=AliasChoices("CHENGNENG_HOME", "home"),
+        validation_alias="CHENGNENG_HOME",
         description="State directory: embedded database files, broker port, keys.",
     )
     database_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        validation_alias="DATABASE_URL",
         description="Administrative PostgreSQL URL; unset means the embedded server.",
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
         description="Kafka bootstrap servers; unset means the embedded broker.",
     )
     db_app_password: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("CHENGNENG_DB_APP_PASSWORD", "db_app_password"),
+        validation_alias="CHENGNENG_DB_APP_PASSWORD",
         description="Password of the per-service login roles (not needed with trust auth).",
     )
     http_host: str = Field(
-        default="127.0.0.1", validation_alias=AliasChoices("CHENGNENG_HTTP_HOST", "http_host")
+        default="127.0.0.1", validation_alias="CHENGNENG_HTTP_HOST"
     )
     http_port: int = Field(
-        default=0, validation_alias=AliasChoices("CHENGNENG_HTTP_PORT", "http_port")
+        default=0, validation_alias="CHENGNENG_HTTP_PORT"
     )
     token_private_key: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("CHENGNENG_TOKEN_PRIVATE_KEY", "token_private_key"),
+        validation_alias="CHENGNENG_TOKEN_PRIVATE_KEY",
         description="Ed25519 PEM used by `chengneng token issue`; default $CHENGNENG_HOME/keys.",
     )
     token_public_key: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("CHENGNENG_TOKEN_PUBLIC_KEY", "token_public_key"),
+        validation_alias="CHENGNENG_TOKEN_PUBLIC_KEY",
         description="Ed25519 PEM that services verify tokens with; default $CHENGNENG_HOME/keys.",
     )
     kafka_session_timeout_ms: int = Field(
         default=10_000,
-        validation_alias=AliasChoices("CHENGNENG_KAFKA_SESSION_TIMEOUT_MS", "kafka_session_timeout_ms"),
+        validation_alias="CHENGNENG_KAFKA_SESSION_TIMEOUT_MS",
     )
     relay_batch_size: int = Field(
-        default=500, validation_alias=AliasChoices("CHENGNENG_RELAY_BATCH_SIZE", "relay_batch_size")
+        default=500, validation_alias="CHENGNENG_RELAY_BATCH_SIZE"
     )
     poll_interval_s: float = Field(
         default=0.2,
-        validation_alias=AliasChoices("CHENGNENG_POLL_INTERVAL_S", "poll_interval_s"),
+        validation_alias="CHENGNENG_POLL_INTERVAL_S",
         description="How often the relay looks for new events when idle.",
     )
     topic_check_interval_s: float = Field(
         default=2.0,
-        validation_alias=AliasChoices("CHENGNENG_TOPIC_CHECK_INTERVAL_S", "topic_check_interval_s"),
+        validation_alias="CHENGNENG_TOPIC_CHECK_INTERVAL_S",
         description="How often the relay checks that the broker still has its topic.",
     )
     log_level: str = Field(
-        default="info", validation_alias=AliasChoices("CHENGNENG_LOG_LEVEL", "log_level")
+        default="info", validation_alias="CHENGNENG_LOG_LEVEL"
     )
     max_body_bytes: int = Field(
-        default=1_048_576, validation_alias=AliasChoices("CHENGNENG_MAX_BODY_BYTES", "max_body_bytes")
+        default=1_048_576, validation_alias="CHENGNENG_MAX_BODY_BYTES"
     )
 
     @cached_property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,8 @@ async def test_deep_home_moves_the_socket_and_the_url_follows(tmp_path: Path) ->
         await conn.close()
     finally:
         pg.stop()
+        with contextlib.suppress(OSError):
+            pg.socket_dir.rmdir()  # the fallback socket dir lives outside tmp_path
 
 
 @pytest.mark.asyncio

@@ -923,7 +923,7 @@ KNOWN_CODES = {
 
 def _state_in(status: Status) -> FunctionState:
     withdraw = cmd(WithdrawFunction, PROPOSER, reason="r")
-    return {
+    build: dict[Status, Callable[[], FunctionState]] = {
         Status.PROPOSED: lambda: run(propose()),
         Status.IN_CONSULTATION: lambda: run(
             propose(), cmd(StartConsultation, ASSOCIATION)
@@ -942,7 +942,8 @@ def _state_in(status: Status) -> FunctionState:
         Status.DELISTED: lambda: run(
             cmd(DelistFunction, OWNING_DEPT, reason="r"), state=listed()
         ),
-    }[status]()
+    }
+    return build[status]()
 
 
 @pytest.mark.parametrize("status", list(Status))

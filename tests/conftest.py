@@ -1,0 +1,156 @@
+"""Fixtures on the real parts: an embedded PostgreSQL, an embedded Kafka-protocol broker,
+and the whole stack started with `chengneng up`, exactly as a user starts it.
+
+Set CHENGNENG_TEST_DATABASE_URL (an administrative URL) to run against an existing
+PostgreSQL instead of the embedded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from shared import db
+from shared.auth import ensure_keypair, issue_token, load_private_key
+from shared.embedded import EmbeddedBroker, start_broker, start_postgres
+from shared.principal import Principal, Role
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("CHENGNENG_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    pg = start_postgres(tmp_path_factory.mktemp("pg-home"))
+    try:
+        yield pg.admin_url
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A broker shared by tests that do not restart it."""
+    b = start_broker(tmp_path_factory.mktemp("broker-home"))
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@dataclass
+class ServiceDb:
+    """A fresh service schema, migrated, with the service's own login-role pool."""
+
+    admin_url: str
+    schema: str
+    app_url: str
+    pool: asyncpg.Pool
+
+
+@pytest.fixture
+async def service_db(pg_admin_url: str) -> AsyncIterator[ServiceDb]:
+    schema = "t" + uuid.uuid4().hex[:10]
+    await db.migrate(pg_admin_url, schema, [])
+    url = db.app_url(pg_admin_url, schema, None)
+    pool = await db.create_pool(url, schema, max_size=8)
+    try:
+        yield ServiceDb(pg_admin_url, schema, url, pool)
+    finally:
+        await pool.close()
+
+
+# --- the whole stack -------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    home: Path
+    process: subprocess.Popen[str]
+    urls: dict[str, str]
+    kafka: str
+    database_url: str
+    output: list[str]
+
+    def token(self, role: Role | str, org: str, jurisdiction: str, *, subject: str | None = None) -> str:
+        principal = Principal(subject=subject or org, organisation=org, role=Role(role), jurisdiction=jurisdiction)
+        return issue_token(load_private_key(self.home / "keys" / "token-signing.pem"), principal)
+
+    def client(self, service: str, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.urls[service], headers=headers, timeout=15)
+
+
+def start_stack(home: Path, *extra: str) -> Stack:
+    """Run `chengneng up` in a subprocess and wait until it prints that it is running."""
+    home.mkdir(parents=True, exist_ok=True)
+    ensure_keypair(home / "keys" / "token-signing.pem", home / "keys" / "token-signing.pub.pem")
+    env = {**os.environ, "CHENGNENG_HOME": str(home), "CHENGNENG_KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "CHENGNENG_TOPIC_CHECK_INTERVAL_S": "1"}
+    env.pop("DATABASE_URL", None)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up", *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output: list[str] = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("chengneng up exited early:\n" + "".join(output))
+        output.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    else:
+        proc.kill()
+        raise AssertionError("chengneng up did not become ready:\n" + "".join(output))
+    info = json.loads((home / "stack.json").read_text())
+    return Stack(home, proc, info["services"], info["kafka_bootstrap"], info["database_url"], output)
+
+
+def stop_stack(stack: Stack) -> str:
+    """Ctrl-C, as a user would; returns what `up` printed while stopping."""
+    stack.process.send_signal(signal.SIGINT)
+    rest, _ = stack.process.communicate(timeout=60)
+    assert stack.process.returncode == 0, rest
+    return rest
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker) -> Iterator[Stack]:
+    """The stack on an embedded PostgreSQL of its own and the session's broker."""
+    s = start_stack(tmp_path_factory.mktemp("stack-home") / ".chengneng", "--kafka-bootstrap", broker.bootstrap)
+    try:
+        yield s
+    finally:
+        if s.process.poll() is None:
+            stop_stack(s)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value; fail with ``message`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}; last value: {last!r}")

@@ -1,0 +1,228 @@
+"""Relay and inbox consumer against a real PostgreSQL and a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
+
+from shared import kafka, store
+from shared.consumer import InboxConsumer
+from shared.embedded import EmbeddedBroker, start_broker
+from shared.kafka import IncomingEvent
+from shared.messages import Event
+from shared.principal import Principal, Role
+from shared.relay import Relay
+from tests.conftest import ServiceDb
+
+ACTOR = Principal(subject="clerk", organisation="dept-sci", role=Role.DEPARTMENT, jurisdiction="510600")
+
+
+class Noted(Event):
+    event_type = "Noted"
+    text: str
+
+
+async def append(service_db: ServiceDb, stream: str, expected: int, *texts: str) -> None:
+    meta = store.Metadata(actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4())
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        await store.append(conn, stream, "note", expected, [Noted(text=t) for t in texts], meta)
+
+
+@contextlib.asynccontextmanager
+async def running_relay(service_db: ServiceDb, bootstrap: str) -> AsyncIterator[Relay]:
+    relay = Relay(
+        service_db.schema, service_db.pool, service_db.app_url, service_db.schema, bootstrap,
+        poll_interval_s=0.05, topic_check_interval_s=0.5,
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, *, settle_s: float = 2.0, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]
+    """Read a topic from the beginning with a plain consumer (no group) until quiet."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        quiet_since = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            got = [r for rs in batch.values() for r in rs]
+            records.extend(got)
+            if len(records) >= expected:
+                quiet_since = quiet_since or loop.time()
+                if got:
+                    quiet_since = loop.time()
+                if loop.time() - quiet_since >= settle_s:
+                    break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_relay_publishes_every_event_once_as_cloudevents(service_db: ServiceDb, broker: EmbeddedBroker) -> None:
+    for n in range(5):
+        await append(service_db, f"case-{n}", 0, *(f"c{n}-e{i}" for i in range(6)))
+    stored = await store.read_after(service_db.pool, 0, 1000)
+    async with running_relay(service_db, broker.bootstrap) as relay:
+        await asyncio.wait_for(relay.caught_up.wait(), 30)
+        records = await read_topic(broker.bootstrap, kafka.events_topic(service_db.schema), len(stored))
+        assert await relay.position() == stored[-1].position
+    assert len(records) == len(stored) == 30
+    events = [
+        from_binary(KafkaMessage(headers=dict(r.headers), key=r.key, value=r.value), JSONFormat()) for r in records
+    ]
+    by_id = {e.get_id(): (e, r) for e, r in zip(events, records, strict=True)}
+    assert set(by_id) == {str(s.event_id) for s in stored}
+    for envelope in stored:
+        event, record = by_id[str(envelope.event_id)]
+        assert record.key == envelope.stream_id.encode()
+        assert event.get_specversion() == "1.0"
+        assert event.get_type() == f"org.chengneng.{service_db.schema}.Noted"
+        assert event.get_source() == f"/chengneng/{service_db.schema}"
+        assert event.get_subject() == envelope.stream_id
+        assert event.get_time() == envelope.occurred_at
+        assert event.get_data() == envelope.payload
+        assert event.get_extension("jurisdiction") == "510600"
+        assert event.get_extension("correlationid") == str(envelope.correlation_id)
+        assert event.get_extension("streamversion") == str(envelope.stream_version)
+        assert event.get_extension("eventhash") == envelope.hash.hex()
+        assert dict(record.headers)["content-type"] == b"application/json"
+    # Per-stream order holds on the topic.
+    for n in range(5):
+        texts = [e.get_data()["text"] for e in events if e.get_subject() == f"case-{n}"]
+        assert texts == [f"c{n}-e{i}" for i in range(6)]
+
+
+async def test_relay_republishes_from_the_store_when_the_broker_lost_the_topic(
+    service_db: ServiceDb, tmp_path: Path
+) -> None:
+    own = start_broker(tmp_path / "broker")
+    try:
+        await append(service_db, "case", 0, "one", "two", "three")
+        topic = kafka.events_topic(service_db.schema)
+        async with running_relay(service_db, own.bootstrap) as relay:
+            await asyncio.wait_for(relay.caught_up.wait(), 30)
+            assert len(await read_topic(own.bootstrap, topic, 3, settle_s=0.5)) == 3
+            await asyncio.to_thread(own.restart)  # memory storage: comes back empty
+            await append(service_db, "case", 3, "four")
+            records = await read_topic(own.bootstrap, topic, 4, settle_s=1.0, timeout_s=60)
+        texts = [kafka.from_record(r.headers, r.key, r.value).data["text"] for r in records]
+        assert texts == ["one", "two", "three", "four"]
+    finally:
+        own.stop()
+
+
+async def test_a_consumer_that_receives_an_event_twice_applies_it_once(
+    service_db: ServiceDb, broker: EmbeddedBroker
+) -> None:
+    await service_db.pool.execute("SELECT 1")
+    async with service_db.pool.acquire() as conn:
+        await conn.execute("SET ROLE NONE") if False else None
+    admin = await asyncpg_connect(service_db)
+    await admin.execute(f"CREATE TABLE {service_db.schema}.applied (text text NOT NULL)")
+    await admin.execute(f"GRANT SELECT, INSERT ON {service_db.schema}.applied TO chengneng_{service_db.schema}")
+    await admin.close()
+
+    async def handler(conn, event: IncomingEvent) -> None:  # type: ignore[no-untyped-def]
+        await conn.execute("INSERT INTO applied (text) VALUES ($1)", event.data["text"])
+
+    await append(service_db, "dup", 0, "once")
+    (envelope,) = await store.read_stream(service_db.pool, "dup")
+    topic = f"chengneng.test-dup-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(broker.bootstrap, [topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    message = kafka.to_message("registry", envelope)
+    for _ in range(2):  # the same event delivered twice, as after a relay retry
+        await producer.send_and_wait(topic, value=message.value, key=message.key, headers=message.headers)
+    await producer.stop()
+
+    consumer = InboxConsumer(f"test-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler,
+                             session_timeout_ms=6000)
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if await service_db.pool.fetchval("SELECT count(*) FROM inbox") >= 1:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # give the duplicate time to arrive and be ignored
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await service_db.pool.fetchval("SELECT count(*) FROM applied") == 1
+    assert await service_db.pool.fetchval("SELECT count(*) FROM inbox") == 1
+    # Applying it directly again is also a no-op.
+    assert await consumer.apply(kafka.from_record(message.headers, message.key, message.value)) is False
+
+
+async def asyncpg_connect(service_db: ServiceDb):  # type: ignore[no-untyped-def]
+    from shared import db
+
+    return await db.connect(service_db.admin_url, service_db.schema)
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "reason"),
+    [
+        ([("ce_specversion", b"1.0")], b"{not json", "CloudEvent"),
+        ([], b"{}", "attribute"),
+    ],
+)
+async def test_a_malformed_record_goes_to_the_dead_letters_with_its_reason(
+    service_db: ServiceDb, broker: EmbeddedBroker, headers: list[tuple[str, bytes]], value: bytes, reason: str
+) -> None:
+    topic = f"chengneng.test-poison-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(broker.bootstrap, [topic, kafka.DEADLETTER_TOPIC], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    await producer.send_and_wait(topic, value=value, key=b"k", headers=headers)
+    await producer.stop()
+
+    async def handler(conn, event):  # type: ignore[no-untyped-def]
+        raise AssertionError("a malformed record must not reach the handler")
+
+    consumer = InboxConsumer(f"poison-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler,
+                             session_timeout_ms=6000)
+    task = asyncio.create_task(consumer.run())
+    try:
+        dead = await read_until(broker.bootstrap, kafka.DEADLETTER_TOPIC, lambda r: dict(r.headers).get("deadletter_topic") == topic.encode())
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert reason.encode() in dict(dead.headers)["deadletter_reason"]
+    assert dead.value == value
+
+
+async def read_until(bootstrap: str, topic: str, match, timeout_s: float = 30):  # type: ignore[no-untyped-def]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if match(r):
+                        return r
+        raise AssertionError(f"no matching record on {topic}")
+    finally:
+        await consumer.stop()

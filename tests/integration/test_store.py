@@ -1,0 +1,202 @@
+"""The event store on a real PostgreSQL: concurrency, append-only, tailing, hash chains."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from shared import db, store
+from shared.commands import Aggregate, EventStore, Idempotency
+from shared.envelope import GENESIS_HASH
+from shared.errors import ConcurrencyConflict, InvalidInput
+from shared.messages import Command, Event, EventRegistry
+from shared.principal import Principal, Role
+from tests.conftest import ServiceDb
+
+ACTOR = Principal(subject="clerk", organisation="deyang-cast", role=Role.ASSOCIATION, jurisdiction="510600")
+
+
+class Noted(Event):
+    event_type = "Noted"
+    text: str
+
+
+class Note(Command):
+    text: str
+
+
+def meta() -> store.Metadata:
+    return store.Metadata(actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4())
+
+
+async def append_in_tx(pool: asyncpg.Pool, stream: str, expected: int, *texts: str) -> list[int | None]:
+    async with pool.acquire() as conn, conn.transaction():
+        envelopes = await store.append(conn, stream, "note", expected, [Noted(text=t) for t in texts], meta())
+    return [e.position for e in envelopes]
+
+
+async def test_two_concurrent_appends_at_the_same_version_exactly_one_succeeds(service_db: ServiceDb) -> None:
+    for round_ in range(10):
+        stream = f"race-{round_}"
+        await append_in_tx(service_db.pool, stream, 0, "first")
+        results = await asyncio.gather(
+            append_in_tx(service_db.pool, stream, 1, "a"),
+            append_in_tx(service_db.pool, stream, 1, "b"),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, BaseException)]
+        assert len(winners) == 1, results
+        assert len(losers) == 1 and isinstance(losers[0], ConcurrencyConflict), results
+        assert losers[0].code == "wrong_expected_version"
+        events = await store.read_stream(service_db.pool, stream)
+        assert [e.stream_version for e in events] == [1, 2]
+
+
+async def test_append_at_a_stale_version_is_refused_and_writes_nothing(service_db: ServiceDb) -> None:
+    await append_in_tx(service_db.pool, "s", 0, "one", "two")
+    with pytest.raises(ConcurrencyConflict):
+        await append_in_tx(service_db.pool, "s", 1, "late")
+    assert [e.payload["text"] for e in await store.read_stream(service_db.pool, "s")] == ["one", "two"]
+
+
+async def test_update_delete_and_truncate_are_refused_to_the_service_role(service_db: ServiceDb) -> None:
+    await append_in_tx(service_db.pool, "s", 0, "kept")
+    async with service_db.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT current_user") == db.role_name(service_db.schema)
+        for sql in ("UPDATE events SET payload = '{}'", "DELETE FROM events", "TRUNCATE events"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+    assert len(await store.read_stream(service_db.pool, "s")) == 1
+
+
+async def test_update_delete_and_truncate_are_refused_even_to_the_owner(service_db: ServiceDb) -> None:
+    await append_in_tx(service_db.pool, "s", 0, "kept")
+    conn = await db.connect(service_db.admin_url, service_db.schema)
+    try:
+        for sql in ("UPDATE events SET payload = '{}'", "DELETE FROM events", "TRUNCATE events"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+    assert len(await store.read_stream(service_db.pool, "s")) == 1
+
+
+async def test_tail_delivers_an_event_that_commits_after_a_later_position(service_db: ServiceDb) -> None:
+    early = await service_db.pool.acquire()
+    late = await service_db.pool.acquire()
+    try:
+        tx_early = early.transaction()
+        await tx_early.start()
+        first = await store.append(early, "early", "note", 0, [Noted(text="took position first")], meta())
+        tx_late = late.transaction()
+        await tx_late.start()
+        second = await store.append(late, "late", "note", 0, [Noted(text="took position second")], meta())
+        assert first[0].position is not None and second[0].position is not None
+        assert first[0].position < second[0].position
+        await tx_late.commit()
+        # The later position is committed, the earlier is not: a naive tail would skip it.
+        assert await store.read_after(service_db.pool, 0, 100) == []
+        await tx_early.commit()
+        delivered = await store.read_after(service_db.pool, 0, 100)
+        assert [e.stream_id for e in delivered] == ["early", "late"]
+    finally:
+        await service_db.pool.release(early)
+        await service_db.pool.release(late)
+
+
+async def test_tail_never_skips_under_concurrent_writers(service_db: ServiceDb) -> None:
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        position = 0
+        while True:
+            batch = await store.read_after(service_db.pool, position, 50)
+            for e in batch:
+                assert e.position is not None and e.position > position
+                seen.append(e.position)
+                position = e.position
+            if not batch:
+                if done.is_set() and position == await store.last_position(service_db.pool):
+                    return
+                await asyncio.sleep(0.005)
+
+    async def writer(n: int) -> None:
+        for i in range(25):
+            await append_in_tx(service_db.pool, f"w{n}-{i}", 0, "x")
+
+    read_task = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(6)))
+    done.set()
+    await asyncio.wait_for(read_task, 30)
+    committed = [r["position"] for r in await service_db.pool.fetch("SELECT position FROM events ORDER BY position")]
+    assert seen == committed and len(seen) == 150
+
+
+async def test_every_stream_is_a_sha256_hash_chain(service_db: ServiceDb) -> None:
+    await append_in_tx(service_db.pool, "chain", 0, "a", "b")
+    await append_in_tx(service_db.pool, "chain", 2, "c")
+    events = await store.read_stream(service_db.pool, "chain")
+    assert events[0].prev_hash == GENESIS_HASH
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.prev_hash == before.hash
+    for e in events:
+        assert e.hash == hashlib.sha256(e.canonical()).digest()
+        assert e.hash_is_valid()
+
+
+async def test_an_edited_payload_breaks_the_chain(service_db: ServiceDb) -> None:
+    await append_in_tx(service_db.pool, "chain", 0, "original")
+    conn = await db.connect(service_db.admin_url, service_db.schema)
+    try:
+        # A superuser can bypass triggers; the hash still tells.
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("""UPDATE events SET payload = '{"text": "forged"}'""")
+    finally:
+        await conn.close()
+    (event,) = await store.read_stream(service_db.pool, "chain")
+    assert event.payload == {"text": "forged"}
+    assert not event.hash_is_valid()
+
+
+NOTES = Aggregate(
+    stream_type="note",
+    initial=lambda: 0,
+    evolve=lambda count, event: count + 1,
+    decide=lambda count, command: [] if command.text == "noop" else [Noted(text=command.text)],
+    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
+)
+
+
+async def test_a_retried_command_with_the_same_idempotency_key_appends_once(service_db: ServiceDb) -> None:
+    es = EventStore(service_db.pool, EventRegistry(Noted))
+    key = Idempotency.for_request("deyang-cast/clerk", "k-1", "POST", "/notes", b'{"text":"hello"}')
+    command = Note(issued_by=ACTOR, issued_at=datetime.now(UTC), text="hello")
+    results = await asyncio.gather(
+        *(es.execute(NOTES, "notes", command, correlation_id=uuid.uuid4(), idempotency=key) for _ in range(5))
+    )
+    assert len(await store.read_stream(service_db.pool, "notes")) == 1
+    assert {r.as_json()["version"] for r in results} == {1}
+    other = Idempotency.for_request("deyang-cast/clerk", "k-1", "POST", "/notes", b'{"text":"other"}')
+    with pytest.raises(InvalidInput) as refused:
+        await es.execute(NOTES, "notes", command, correlation_id=uuid.uuid4(), idempotency=other)
+    assert refused.value.code == "idempotency_key_reused"
+
+
+async def test_concurrent_commands_on_one_stream_all_land_by_deciding_again(service_db: ServiceDb) -> None:
+    es = EventStore(service_db.pool, EventRegistry(Noted))
+    commands = [Note(issued_by=ACTOR, issued_at=datetime.now(UTC), text=f"n{i}") for i in range(8)]
+    await asyncio.gather(*(es.execute(NOTES, "busy", c, correlation_id=uuid.uuid4()) for c in commands))
+    events = await store.read_stream(service_db.pool, "busy")
+    assert sorted(e.payload["text"] for e in events) == sorted(c.text for c in commands)
+    assert [e.stream_version for e in events] == list(range(1, 9))
+
+
+async def test_migrations_run_once(service_db: ServiceDb) -> None:
+    assert await db.migrate(service_db.admin_url, service_db.schema, []) == []
