@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from shared.errors import NotAuthenticated
+from shared.errors import ChengnengError, NotAuthenticated
 from shared.principal import Principal
 
 ISSUER = "chengneng"
@@ -30,18 +30,14 @@ def ensure_keypair(private_path: Path, public_path: Path) -> None:
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     private_path.touch(mode=0o600)
     private_path.write_bytes(pem)
     public_path.write_bytes(_public_pem(key))
 
 
 def _public_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -95,5 +91,5 @@ def verify_token(key: Ed25519PublicKey, token: str) -> Principal:
             role=claims["role"],
             jurisdiction=claims["jurisdiction"],
         )
-    except (KeyError, ValidationError) as exc:
+    except (KeyError, ValidationError, ChengnengError) as exc:
         raise NotAuthenticated("token_invalid", "the token does not name a valid principal") from exc

@@ -53,7 +53,9 @@ def up(
     kafka_bootstrap: Annotated[
         str | None, typer.Option(help="Use this Kafka instead of the embedded broker [env KAFKA_BOOTSTRAP_SERVERS]")
     ] = None,
-    home: Annotated[Path | None, typer.Option(help="State directory [env CHENGNENG_HOME, default ./.chengneng]")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="State directory [env CHENGNENG_HOME, default ./.chengneng]")
+    ] = None,
     exit_when_ready: Annotated[
         bool, typer.Option("--exit-when-ready", help="Start, print the addresses, then stop everything (for checks)")
     ] = False,
@@ -62,8 +64,15 @@ def up(
     from shared import embedded
     from shared.auth import ensure_keypair
 
-    overrides = {k: v for k, v in {"database_url": database_url, "kafka_bootstrap_servers": kafka_bootstrap,
-                                   "home": home}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CHENGNENG_HOME": home,
+        }.items()
+        if v is not None
+    }
     settings = Settings(**overrides)  # type: ignore[arg-type]
     state = settings.home.expanduser().resolve()
     (state / "logs").mkdir(parents=True, exist_ok=True)
@@ -104,7 +113,10 @@ def up(
             log_file = open(state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
             return subprocess.Popen(
                 [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(ports[name])],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
         for name in SERVICES:
@@ -130,8 +142,11 @@ def up(
             for name, child in list(children.items()):
                 if child.poll() is not None and not stopping:
                     restarts[name] = restarts.get(name, 0) + 1
-                    typer.secho(f"{name} exited with {child.returncode}; restarting (see {state}/logs/{name}.log)",
-                                fg=typer.colors.YELLOW, err=True)
+                    typer.secho(
+                        f"{name} exited with {child.returncode}; restarting (see {state}/logs/{name}.log)",
+                        fg=typer.colors.YELLOW,
+                        err=True,
+                    )
                     time.sleep(min(restarts[name], 10))
                     children[name] = spawn(name)
     except embedded.EmbeddedStartError as exc:
@@ -204,8 +219,12 @@ def serve(
 
 @token_app.command("issue")
 def token_issue(
-    role: Annotated[str, typer.Option(help="association, department, society, evaluator, finance_bureau, "
-                                           "policy_support, auditor or public")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="association, department, society, evaluator, finance_bureau, policy_support, auditor or public"
+        ),
+    ],
     org: Annotated[str, typer.Option(help="organisation id of the principal")],
     jurisdiction: Annotated[str, typer.Option(help="six-digit division code, e.g. 510600 (central: 100000)")],
     subject: Annotated[str | None, typer.Option(help="the person or system acting; default: the org")] = None,

@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 
 from shared import store
+from shared.db import Connection
 from shared.envelope import Envelope
 from shared.errors import ConcurrencyConflict, InvalidInput
 from shared.messages import Command, Event, EventRegistry
@@ -30,7 +31,7 @@ log = structlog.get_logger(__name__)
 S = TypeVar("S")
 C = TypeVar("C", bound=Command)
 
-Projector = Callable[[asyncpg.Connection, Envelope, Event], Awaitable[None]]
+Projector = Callable[[Connection, Envelope, Event], Awaitable[None]]
 """Updates a service's read models for one new event, inside the append transaction."""
 
 MAX_ATTEMPTS = 10
@@ -106,7 +107,7 @@ class EventStore:
         return self.events.decode(envelope.event_type, envelope.schema_version, envelope.payload)
 
     async def load(
-        self, aggregate: Aggregate[S], stream_id: str, conn: asyncpg.Connection | asyncpg.Pool | None = None
+        self, aggregate: Aggregate[S], stream_id: str, conn: Connection | asyncpg.Pool | None = None
     ) -> tuple[S, int, list[Envelope]]:
         """Fold a stream into its current state; also returns its version and envelopes."""
         envelopes = await store.read_stream(conn or self.pool, stream_id)
@@ -151,7 +152,7 @@ class EventStore:
 
     async def _decide_and_append(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         aggregate: Aggregate[S],
         stream_id: str,
         command: Command,
@@ -188,9 +189,7 @@ class EventStore:
                 raise _ReplayStored()
         return result
 
-    async def _stored_response(
-        self, conn: asyncpg.Connection | asyncpg.Pool, idempotency: Idempotency
-    ) -> CommandResult | None:
+    async def _stored_response(self, conn: Connection | asyncpg.Pool, idempotency: Idempotency) -> CommandResult | None:
         row = await conn.fetchrow(
             "SELECT request_hash, body FROM idempotency_keys WHERE principal = $1 AND key = $2",
             idempotency.principal,
@@ -204,6 +203,4 @@ class EventStore:
                 "this Idempotency-Key was already used for a different request",
             )
         body = row["body"] if isinstance(row["body"], dict) else json.loads(row["body"])
-        return CommandResult(
-            stream_id=body["stream_id"], version=body["version"], events=(), replayed=True, body=body
-        )
+        return CommandResult(stream_id=body["stream_id"], version=body["version"], events=(), replayed=True, body=body)

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Counter
 
 from shared import kafka
+from shared.db import Connection
 from shared.kafka import IncomingEvent, MalformedMessage
 
 log = structlog.get_logger(__name__)
@@ -29,7 +30,7 @@ APPLIED = Counter("chengneng_consumer_applied_total", "Events applied by consume
 DUPLICATES = Counter("chengneng_consumer_duplicates_total", "Redelivered events ignored", ["consumer"])
 DEADLETTERED = Counter("chengneng_consumer_deadlettered_total", "Records sent to dead letters", ["consumer"])
 
-Handler = Callable[[asyncpg.Connection, IncomingEvent], Awaitable[None]]
+Handler = Callable[[Connection, IncomingEvent], Awaitable[None]]
 """Applies one event's effect using the given connection (inside the inbox transaction)."""
 
 HANDLER_ATTEMPTS = 5
@@ -165,7 +166,8 @@ class InboxConsumer:
         reason: str,
         event: IncomingEvent | None = None,
     ) -> None:
-        headers = list(record.headers) + [
+        headers = [
+            *record.headers,
             ("deadletter_reason", reason.encode()),
             ("deadletter_consumer", self.name.encode()),
             ("deadletter_topic", record.topic.encode()),

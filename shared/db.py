@@ -17,8 +17,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection as handlers receive it: plain, or borrowed from a pool."""
 
 
 @dataclass(frozen=True)

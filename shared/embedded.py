@@ -238,7 +238,11 @@ class EmbeddedPostgres:
         try:
             done = subprocess.run(
                 [str(_pg_bin() / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                env=env, capture_output=True, text=True, timeout=30, check=False,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise EmbeddedStartError(f"psql got no answer from {self.socket_dir} in 30s; log {self.log_path}") from exc
@@ -268,8 +272,7 @@ class EmbeddedPostgres:
         try:
             if (self.pgdata / "postmaster.pid").exists():
                 # pg_ctl refuses to run as root; the wheel runs it as its own system user.
-                pg_ctl(["-m", "fast", "-w", "-t", "30", "stop"], pgdata=self.pgdata,
-                       user=self._system_user, timeout=40)
+                pg_ctl(["-m", "fast", "-w", "-t", "30", "stop"], pgdata=self.pgdata, user=self._system_user, timeout=40)
         except subprocess.CalledProcessError:
             if (self.pgdata / "postmaster.pid").exists() and pid_alive(self.pid):
                 raise
@@ -341,9 +344,7 @@ def _run_in_fresh_loop(fn: Any, *args: Any) -> Any:
 async def _metadata(bootstrap: str, timeout_s: float) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(int(timeout_s * 1000), 500)
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=max(int(timeout_s * 1000), 500))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         topics: list[str] = await asyncio.wait_for(admin.list_topics(), timeout_s)
@@ -444,13 +445,27 @@ class EmbeddedBroker:
         self._log.flush()
         url = f"tcp://127.0.0.1:{self.port}"
         # Tansu also reads these from the environment; a stray one must not change our broker.
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "CLUSTER_ID"}}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "CLUSTER_ID"}
+        }
         env["NO_COLOR"] = "1"  # plain log file, readable in error messages
         self.process = subprocess.Popen(
-            [_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            [
+                _broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
         )
         record = {

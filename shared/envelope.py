@@ -124,7 +124,7 @@ def canonical_bytes(
         "payload": payload,
         "prev_hash": prev_hash.hex(),
     }
-    return rfc8785.dumps(document)
+    return rfc8785.dumps(document)  # type: ignore[arg-type]
 
 
 def chain_hash(canonical: bytes) -> bytes:

@@ -15,8 +15,8 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, create_model
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import BaseModel, ConfigDict, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,7 +46,12 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, request: Request | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"urn:chengneng:problem:{code}",
@@ -57,7 +62,9 @@ def problem(
     }
     if request is not None:
         body["instance"] = request.url.path
-    body.update(extra)
+    for key, value in (extra or {}).items():
+        # Context from the error never overwrites a member RFC 9457 defines.
+        body[key if key not in body else f"context_{key}"] = value
     headers = {"Retry-After": "5"} if status == 503 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -76,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChengnengError)
     async def _domain(request: Request, exc: ChengnengError) -> JSONResponse:
         extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float, bool, type(None)))}
-        return problem(exc.status, exc.code, exc.title, exc.detail, request, **extra)
+        return problem(exc.status, exc.code, exc.title, exc.detail, request, extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -84,8 +91,14 @@ def install_error_handlers(app: FastAPI) -> None:
             {"location": list(map(str, e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return problem(422, "invalid_request", "Invalid request", "the request does not match its schema",
-                       request, errors=errors)
+        return problem(
+            422,
+            "invalid_request",
+            "Invalid request",
+            "the request does not match its schema",
+            request,
+            {"errors": errors},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -96,11 +109,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, _DB_UNAVAILABLE):
             log.warning("database unavailable", error=repr(exc))
-            return problem(503, "database_unavailable", "Service unavailable",
-                           "the database cannot be reached; retry later", request)
+            return problem(
+                503,
+                "database_unavailable",
+                "Service unavailable",
+                "the database cannot be reached; retry later",
+                request,
+            )
         log.exception("unhandled error")
-        return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it was logged",
-                       request)
+        return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it was logged", request)
 
 
 class RequestContextMiddleware:
@@ -236,7 +253,9 @@ def problem_schema() -> dict[str, Any]:
 _ENVELOPE_FIELDS = frozenset({"issued_by", "issued_at"})
 
 
-def command_body(command: type[BaseModel], *, exclude: frozenset[str] = frozenset(), name: str | None = None) -> type[BaseModel]:
+def command_body(
+    command: type[BaseModel], *, exclude: frozenset[str] = frozenset(), name: str | None = None
+) -> type[BaseModel]:
     """The request body of a command: its fields minus who/when and path parameters.
 
     Deriving bodies from the commands keeps one definition of each command's inputs.

@@ -15,7 +15,7 @@ from shared.errors import InvalidInput
 CENTRAL = "100000"
 """Reserved code for the central (national) level; GB/T 2260 has no code for it."""
 
-_CODE = re.compile(r"^[1-9]\d{5}$")
+_CODE = re.compile(r"[1-9][0-9]{5}")  # ASCII digits only; used with fullmatch
 
 
 class Level(StrEnum):
@@ -27,7 +27,7 @@ class Level(StrEnum):
 
 def validate(code: str) -> str:
     """Return ``code`` if it is a well-formed jurisdiction code, else raise ``InvalidInput``."""
-    if not isinstance(code, str) or not _CODE.match(code):
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidInput("invalid_jurisdiction", f"{code!r} is not a six-digit division code")
     return code
 

@@ -100,8 +100,16 @@ class MalformedMessage(ValueError):
     """A record that is not a well-formed chengneng CloudEvent; it goes to the dead letters."""
 
 
-def from_record(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], key: bytes | None, value: bytes) -> IncomingEvent:
+def from_record(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], key: bytes | None, value: bytes
+) -> IncomingEvent:
     """Parse a consumed Kafka record; ``MalformedMessage`` says precisely what is wrong."""
+    names = {name.lower() for name, _ in headers}
+    # The SDK would invent a fresh id and the current time for missing ones: an event
+    # without its own id could never be de-duplicated, so both are required here.
+    for required in ("ce_specversion", "ce_id", "ce_time", "ce_type", "ce_source"):
+        if required not in names:
+            raise MalformedMessage(f"missing or invalid CloudEvents attribute: header {required} is absent")
     try:
         event = ce_kafka.from_binary(ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value), _FORMAT)
     except Exception as exc:  # the SDK raises several unrelated types

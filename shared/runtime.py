@@ -150,7 +150,9 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
         if app.openapi_schema is None:
             schema = original_openapi()
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problem_schema()
-            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 

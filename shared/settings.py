@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=True)
+    # Only the upper-case names are read (no ``populate_by_name``: it would make a lower-case
+    # ``home`` variable, or $HOME on case-insensitive lookups, set the state directory).
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
     home: Path = Field(
         default=Path(".chengneng"),
@@ -36,12 +38,8 @@ class Settings(BaseSettings):
         validation_alias="CHENGNENG_DB_APP_PASSWORD",
         description="Password of the per-service login roles (not needed with trust auth).",
     )
-    http_host: str = Field(
-        default="127.0.0.1", validation_alias="CHENGNENG_HTTP_HOST"
-    )
-    http_port: int = Field(
-        default=0, validation_alias="CHENGNENG_HTTP_PORT"
-    )
+    http_host: str = Field(default="127.0.0.1", validation_alias="CHENGNENG_HTTP_HOST")
+    http_port: int = Field(default=0, validation_alias="CHENGNENG_HTTP_PORT")
     token_private_key: Path | None = Field(
         default=None,
         validation_alias="CHENGNENG_TOKEN_PRIVATE_KEY",
@@ -56,9 +54,7 @@ class Settings(BaseSettings):
         default=10_000,
         validation_alias="CHENGNENG_KAFKA_SESSION_TIMEOUT_MS",
     )
-    relay_batch_size: int = Field(
-        default=500, validation_alias="CHENGNENG_RELAY_BATCH_SIZE"
-    )
+    relay_batch_size: int = Field(default=500, validation_alias="CHENGNENG_RELAY_BATCH_SIZE")
     poll_interval_s: float = Field(
         default=0.2,
         validation_alias="CHENGNENG_POLL_INTERVAL_S",
@@ -69,12 +65,8 @@ class Settings(BaseSettings):
         validation_alias="CHENGNENG_TOPIC_CHECK_INTERVAL_S",
         description="How often the relay checks that the broker still has its topic.",
     )
-    log_level: str = Field(
-        default="info", validation_alias="CHENGNENG_LOG_LEVEL"
-    )
-    max_body_bytes: int = Field(
-        default=1_048_576, validation_alias="CHENGNENG_MAX_BODY_BYTES"
-    )
+    log_level: str = Field(default="info", validation_alias="CHENGNENG_LOG_LEVEL")
+    max_body_bytes: int = Field(default=1_048_576, validation_alias="CHENGNENG_MAX_BODY_BYTES")
 
     @cached_property
     def keys_dir(self) -> Path:

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.db import Connection
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
 from shared.errors import ConcurrencyConflict
 from shared.messages import Event
@@ -67,7 +68,7 @@ def envelope_from_record(record: asyncpg.Record) -> Envelope:
     )
 
 
-async def stream_head(conn: asyncpg.Connection, stream_id: str) -> tuple[int, bytes]:
+async def stream_head(conn: Connection, stream_id: str) -> tuple[int, bytes]:
     """The current version of a stream (0 when empty) and the hash its next event chains to."""
     row = await conn.fetchrow(
         "SELECT stream_version, hash FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
@@ -79,7 +80,7 @@ async def stream_head(conn: asyncpg.Connection, stream_id: str) -> tuple[int, by
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: Connection,
     stream_id: str,
     stream_type: str,
     expected_version: int,
@@ -128,7 +129,7 @@ async def append(
         prev_hash = digest
     try:
         rows = await conn.fetch(
-            f"""INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
+            """INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
                     schema_version, occurred_at, actor_subject, actor_org, actor_role, actor_jurisdiction,
                     jurisdiction, correlation_id, causation_id, payload, prev_hash, hash)
                 SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::uuid[], $5::text[],
@@ -161,23 +162,19 @@ async def append(
                 stream_id=stream_id,
             ) from exc
         raise
-    return [
-        _with_position(env, row["position"], row["recorded_at"]) for env, row in zip(envelopes, rows, strict=True)
-    ]
+    return [_with_position(env, row["position"], row["recorded_at"]) for env, row in zip(envelopes, rows, strict=True)]
 
 
 def _with_position(env: Envelope, position: int, recorded_at: datetime) -> Envelope:
     return replace(env, position=position, recorded_at=recorded_at)
 
 
-async def read_stream(conn: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
-    )
+async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
     return [envelope_from_record(r) for r in rows]
 
 
-async def read_after(conn: asyncpg.Connection | asyncpg.Pool, position: int, limit: int) -> list[Envelope]:
+async def read_after(conn: Connection | asyncpg.Pool, position: int, limit: int) -> list[Envelope]:
     """Events after ``position`` in position order, stopping at the commit horizon.
 
     Nothing at or above the oldest running transaction is returned, so an event that
@@ -191,16 +188,14 @@ async def read_after(conn: asyncpg.Connection | asyncpg.Pool, position: int, lim
     return [envelope_from_record(r) for r in rows]
 
 
-async def tail(
-    conn: asyncpg.Connection | asyncpg.Pool, position: int, batch_size: int = 500
-) -> AsyncIterator[list[Envelope]]:
+async def tail(conn: Connection | asyncpg.Pool, position: int, batch_size: int = 500) -> AsyncIterator[list[Envelope]]:
     """Yield batches of visible events after ``position`` until caught up."""
     while batch := await read_after(conn, position, batch_size):
         yield batch
         position = batch[-1].position or position
 
 
-async def tail_lag(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> tuple[int, int]:
+async def tail_lag(conn: Connection | asyncpg.Pool, position: int) -> tuple[int, int]:
     """(committed-or-pending events after ``position``, of which held back by the horizon)."""
     row = await conn.fetchrow(
         f"""SELECT count(*) AS behind, count(*) FILTER (WHERE NOT ({_VISIBLE})) AS held
@@ -211,5 +206,5 @@ async def tail_lag(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> tu
     return int(row["behind"]), int(row["held"])
 
 
-async def last_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def last_position(conn: Connection | asyncpg.Pool) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))

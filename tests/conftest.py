@@ -100,13 +100,21 @@ def start_stack(home: Path, *extra: str) -> Stack:
     """Run `chengneng up` in a subprocess and wait until it prints that it is running."""
     home.mkdir(parents=True, exist_ok=True)
     ensure_keypair(home / "keys" / "token-signing.pem", home / "keys" / "token-signing.pub.pem")
-    env = {**os.environ, "CHENGNENG_HOME": str(home), "CHENGNENG_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "CHENGNENG_TOPIC_CHECK_INTERVAL_S": "1"}
+    env = {
+        **os.environ,
+        "CHENGNENG_HOME": str(home),
+        "CHENGNENG_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "CHENGNENG_TOPIC_CHECK_INTERVAL_S": "1",
+    }
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up", *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
     deadline = time.monotonic() + 120

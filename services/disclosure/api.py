@@ -13,7 +13,7 @@ from shared.runtime import Context
 
 router = APIRouter(prefix="/public")
 
-JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9]\d{5}$", description="six-digit division code")]
+JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9][0-9]{5}$", description="six-digit division code")]
 
 
 @router.get(

@@ -14,8 +14,6 @@ SERVICE = ServiceDefinition(
     events=EventRegistry(),
     migrations=projections.MIGRATIONS,
     router=api.router,
-    consumers=(
-        ConsumerSpec("disclosure-registry", [events_topic("registry")], projections.apply_registry_event),
-    ),
+    consumers=(ConsumerSpec("disclosure-registry", [events_topic("registry")], projections.apply_registry_event),),
     publishes=False,
 )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from services.disclosure import domain
 from services.registry import domain as registry
-from shared.db import Migration
+from shared.db import Connection, Migration
 from shared.errors import DomainRuleViolated
 from shared.kafka import IncomingEvent
 
@@ -38,7 +36,7 @@ MIGRATIONS = (
 )
 
 
-async def apply_registry_event(conn: asyncpg.Connection, incoming: IncomingEvent) -> None:
+async def apply_registry_event(conn: Connection, incoming: IncomingEvent) -> None:
     """Fold one registry event into the disclosure copy (runs inside the inbox transaction)."""
     event = registry.EVENTS.decode(incoming.event_type, incoming.schema_version, incoming.data)
     if isinstance(event, registry.FunctionListPublished):
@@ -51,7 +49,7 @@ async def apply_registry_event(conn: asyncpg.Connection, incoming: IncomingEvent
             incoming.time,
         )
         return
-    function_id: str = getattr(event, "function_id")
+    function_id: str = event.function_id  # type: ignore[attr-defined]  # every other event names it
     row = await conn.fetchrow(
         "SELECT state, stream_version FROM registry_functions WHERE function_id = $1 FOR UPDATE", function_id
     )
@@ -66,7 +64,8 @@ async def apply_registry_event(conn: asyncpg.Connection, incoming: IncomingEvent
     state = registry.FunctionState.model_validate(row["state"]) if row else registry.initial_function()
     state = registry.evolve_function(state, event)
     await conn.execute(
-        """INSERT INTO registry_functions (function_id, jurisdiction, status, is_public, stream_version, updated_at, state)
+        """INSERT INTO registry_functions
+               (function_id, jurisdiction, status, is_public, stream_version, updated_at, state)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (function_id) DO UPDATE SET status = $3, is_public = $4, stream_version = $5,
                updated_at = $6, state = $7""",

@@ -51,7 +51,7 @@ def list_stream(code: str) -> str:
 
 
 FunctionId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
-JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9]\d{5}$", description="six-digit division code")]
+JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9][0-9]{5}$", description="six-digit division code")]
 
 
 class CommandAccepted(BaseModel):
@@ -125,9 +125,13 @@ def _function_route(path: str, command_cls: type[Command], summary: str) -> None
     body_model = command_body(command_cls, exclude=frozenset({"function_id"}), name=command_cls.__name__)
 
     async def endpoint(
-        function_id: FunctionId, body: body_model, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey  # type: ignore[valid-type]
+        function_id: FunctionId,
+        body: BaseModel,  # replaced by the command's body class below
+        ctx: Context,
+        principal: CurrentPrincipal,
+        key: IdempotencyKey,
     ) -> dict[str, Any]:
-        command = build_command(command_cls, principal, function_id=function_id, **body.model_dump())  # type: ignore[attr-defined]
+        command = build_command(command_cls, principal, function_id=function_id, **body.model_dump())
         return await run(ctx, FUNCTION, function_stream(function_id), command, key, _correlation())
 
     endpoint.__name__ = command_cls.__name__
@@ -162,7 +166,7 @@ _function_route("delisting", domain.DelistFunction, "Take the function off the l
 async def list_functions(
     ctx: Context,
     principal: CurrentPrincipal,
-    jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9]\d{5}$")] = None,
+    jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{5}$")] = None,
     include_subtree: bool = False,
     state: domain.Status | None = None,
     category: domain.Category | None = None,
@@ -224,7 +228,9 @@ async def get_function(function_id: FunctionId, ctx: Context, principal: Current
 
 # --- versioned lists -----------------------------------------------------------------
 
-PublishBody = command_body(domain.PublishFunctionList, exclude=frozenset({"jurisdiction", "entries"}), name="PublishFunctionList")
+PublishBody = command_body(
+    domain.PublishFunctionList, exclude=frozenset({"jurisdiction", "entries"}), name="PublishFunctionList"
+)
 
 
 @router.post(
@@ -234,7 +240,11 @@ PublishBody = command_body(domain.PublishFunctionList, exclude=frozenset({"juris
     summary="Publish the jurisdiction's list as it stands now (a new version when it changed)",
 )
 async def publish_list(
-    jurisdiction: JurisdictionCode, body: PublishBody, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey  # type: ignore[valid-type]
+    jurisdiction: JurisdictionCode,
+    body: PublishBody,  # type: ignore[valid-type]
+    ctx: Context,
+    principal: CurrentPrincipal,
+    key: IdempotencyKey,
 ) -> dict[str, Any]:
     jurisdictions.validate(jurisdiction)
     rows = await ctx.pool.fetch(
@@ -244,7 +254,11 @@ async def publish_list(
     )
     entries = [domain.list_entry_of(domain.FunctionState.model_validate(r["state"])) for r in rows]
     command = build_command(
-        domain.PublishFunctionList, principal, jurisdiction=jurisdiction, entries=entries, **body.model_dump()  # type: ignore[attr-defined]
+        domain.PublishFunctionList,
+        principal,
+        jurisdiction=jurisdiction,
+        entries=entries,
+        **body.model_dump(),  # type: ignore[attr-defined]
     )
     return await run(ctx, FUNCTION_LIST, list_stream(jurisdiction), command, key, _correlation())
 
@@ -258,9 +272,7 @@ async def list_versions(jurisdiction: JurisdictionCode, ctx: Context, principal:
     )
     return {
         "jurisdiction": jurisdiction,
-        "versions": [
-            {**dict(r), "published_at": r["published_at"].isoformat()} for r in rows
-        ],
+        "versions": [{**dict(r), "published_at": r["published_at"].isoformat()} for r in rows],
     }
 
 
@@ -293,7 +305,9 @@ async def _version(ctx: Any, jurisdiction: str, version: str) -> dict[str, Any]:
     summary="One published version ('latest' for the newest)",
 )
 async def get_version(
-    jurisdiction: JurisdictionCode, version: Annotated[str, Path(pattern=r"^(latest|\d{1,9})$")], ctx: Context,
+    jurisdiction: JurisdictionCode,
+    version: Annotated[str, Path(pattern=r"^(latest|\d{1,9})$")],
+    ctx: Context,
     principal: CurrentPrincipal,
 ) -> dict[str, Any]:
     return await _version(ctx, jurisdiction, version)
@@ -311,9 +325,7 @@ async def diff_versions(
     from_version: Annotated[int, Query(alias="from", ge=0)],
     to_version: Annotated[int, Query(alias="to", ge=1)],
 ) -> dict[str, Any]:
-    older = (
-        [] if from_version == 0 else (await _version(ctx, jurisdiction, str(from_version)))["entries"]
-    )
+    older = [] if from_version == 0 else (await _version(ctx, jurisdiction, str(from_version)))["entries"]
     newer = (await _version(ctx, jurisdiction, str(to_version)))["entries"]
     diff = domain.diff_lists(
         [domain.ListEntry.model_validate(e) for e in older], [domain.ListEntry.model_validate(e) for e in newer]

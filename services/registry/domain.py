@@ -361,9 +361,7 @@ def evolve_function(state: FunctionState, event: Event) -> FunctionState:
         case ConsultationStarted():
             return state.model_copy(update={"status": Status.IN_CONSULTATION})
         case DepartmentReviewRecorded():
-            return state.model_copy(
-                update={"review_recorded": True, "review_reference": event.reference}
-            )
+            return state.model_copy(update={"review_recorded": True, "review_reference": event.reference})
         case FunctionListed():
             return state.model_copy(update={"status": Status.LISTED})
         case FunctionAmended():
@@ -617,18 +615,13 @@ def _propose(state: FunctionState, c: ProposeFunction) -> list[Event]:
         )
         if same:
             return []
-        raise DomainRuleViolated(
-            "function_exists", f"function {c.function_id} already exists"
-        )
+        raise DomainRuleViolated("function_exists", f"function {c.function_id} already exists")
     if c.sub_kind not in SUB_KINDS[c.category]:
         raise DomainRuleViolated(
             "sub_kind_mismatch",
             f"{c.sub_kind.value} is not a kind of {c.category.value}",
         )
-    if (
-        c.category is Category.QUALIFICATION_CERTIFICATION
-        and c.sub_kind is SubKind.ACCESS
-    ):
+    if c.category is Category.QUALIFICATION_CERTIFICATION and c.sub_kind is SubKind.ACCESS:
         # the line that keeps societies apart from industry associations
         raise DomainRuleViolated(
             "access_type_qualification_refused",
@@ -638,9 +631,7 @@ def _propose(state: FunctionState, c: ProposeFunction) -> list[Event]:
     if not c.title.strip():
         raise DomainRuleViolated("title_required", "a function needs a title")
     if not c.department.strip():
-        raise DomainRuleViolated(
-            "department_required", "a function needs an owning department"
-        )
+        raise DomainRuleViolated("department_required", "a function needs an owning department")
     return [
         FunctionProposed(
             function_id=c.function_id,
@@ -663,11 +654,7 @@ def _start_consultation(state: FunctionState, c: StartConsultation) -> list[Even
     if state.status is Status.IN_CONSULTATION:
         return []
     _require_status(state, c, Status.PROPOSED)
-    return [
-        ConsultationStarted(
-            function_id=c.function_id, department=state.department, note=c.note
-        )
-    ]
+    return [ConsultationStarted(function_id=c.function_id, department=state.department, note=c.note)]
 
 
 def _record_review(state: FunctionState, c: RecordDepartmentReview) -> list[Event]:
@@ -707,9 +694,7 @@ def _amend(state: FunctionState, c: AmendFunction) -> list[Event]:
         try:
             new_values[name] = _AMENDABLE[name].validate_python(raw)
         except ValidationError as exc:
-            raise InvalidInput(
-                "invalid_value", f"invalid value for {name}: {exc}"
-            ) from exc
+            raise InvalidInput("invalid_value", f"invalid value for {name}: {exc}") from exc
     if "title" in new_values and not new_values["title"].strip():
         raise DomainRuleViolated("title_required", "a function needs a title")
     _require_status(state, c, Status.LISTED, Status.OPEN)
@@ -726,17 +711,13 @@ def _amend(state: FunctionState, c: AmendFunction) -> list[Event]:
 def _open(state: FunctionState, c: OpenForUndertaking) -> list[Event]:
     _require_owning_department(state, c.issued_by)
     if c.min_applicants < 1:
-        raise InvalidInput(
-            "invalid_min_applicants", "at least one applicant must be required"
-        )
+        raise InvalidInput("invalid_min_applicants", "at least one applicant must be required")
     deadline: date | None = None
     if c.application_deadline is not None:
         try:
             deadline = date.fromisoformat(c.application_deadline)
         except ValueError as exc:
-            raise InvalidInput(
-                "invalid_deadline", f"{c.application_deadline!r} is not an ISO date"
-            ) from exc
+            raise InvalidInput("invalid_deadline", f"{c.application_deadline!r} is not an ISO date") from exc
     if state.status is Status.OPEN and (
         state.qualification_conditions,
         state.thresholds,
@@ -750,10 +731,7 @@ def _open(state: FunctionState, c: OpenForUndertaking) -> list[Event]:
     ):
         return []
     _require_status(state, c, Status.LISTED, Status.RETURNED)
-    if (
-        state.category is Category.QUALIFICATION_CERTIFICATION
-        and not state.review_recorded
-    ):
+    if state.category is Category.QUALIFICATION_CERTIFICATION and not state.review_recorded:
         raise DomainRuleViolated(
             "department_review_required",
             "a qualification-certification function opens only after the owning "
@@ -791,10 +769,7 @@ def _assign(state: FunctionState, c: AssignFunction) -> list[Event]:
 
 def _mark_transferred(state: FunctionState, c: MarkTransferred) -> list[Event]:
     _require_owner_or_association(state, c.issued_by)
-    if (
-        state.status is Status.TRANSFERRED
-        and state.agreement_reference == c.agreement_reference
-    ):
+    if state.status is Status.TRANSFERRED and state.agreement_reference == c.agreement_reference:
         return []
     _require_status(state, c, Status.ASSIGNED)
     return [
@@ -848,8 +823,7 @@ def _withdraw(state: FunctionState, c: WithdrawFunction) -> list[Event]:
         if not permitted:
             raise NotPermitted(
                 "not_permitted_to_withdraw",
-                "before listing, only the proposer, the association or the owning "
-                "department may withdraw a function",
+                "before listing, only the proposer, the association or the owning department may withdraw a function",
             )
     if state.status is Status.WITHDRAWN:
         return []
@@ -872,9 +846,7 @@ def decide_function(state: FunctionState, command: Command) -> list[Event]:
     if isinstance(command, ProposeFunction):
         return _propose(state, command)
     if state.status is None:
-        raise NotFound(
-            "function_not_found", f"function {command.function_id} does not exist"
-        )
+        raise NotFound("function_not_found", f"function {command.function_id} does not exist")
     if command.function_id != state.function_id:
         raise InvalidInput(
             "function_id_mismatch",
@@ -973,11 +945,7 @@ def diff_lists(older: list[ListEntry], newer: list[ListEntry]) -> ListDiff:
     for fid in sorted(old.keys() & new.keys()):
         before = old[fid].model_dump(mode="json")
         after = new[fid].model_dump(mode="json")
-        fields = {
-            name: {"from": before[name], "to": after[name]}
-            for name in before
-            if before[name] != after[name]
-        }
+        fields = {name: {"from": before[name], "to": after[name]} for name in before if before[name] != after[name]}
         if fields:
             changed.append(EntryChange(function_id=fid, fields=fields))
     return ListDiff(

@@ -8,11 +8,9 @@ Both can be rebuilt from the events at any time (``rebuild``).
 
 from __future__ import annotations
 
-import asyncpg
-
 from services.registry import domain
 from shared import store
-from shared.db import Migration
+from shared.db import Connection, Migration
 from shared.envelope import Envelope
 from shared.messages import Event
 
@@ -61,7 +59,7 @@ ON_THE_LIST = (
 """States in which a function stands on its jurisdiction's transferable-function list."""
 
 
-async def project(conn: asyncpg.Connection, envelope: Envelope, event: Event) -> None:
+async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
     """Update the read models for one new event (called inside the append transaction)."""
     if isinstance(event, domain.FunctionListPublished):
         await conn.execute(
@@ -75,7 +73,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Event) ->
             envelope.actor.organisation,
         )
         return
-    function_id: str = getattr(event, "function_id")  # every other registry event names its function
+    function_id: str = event.function_id  # type: ignore[attr-defined]  # every other event names it  # every other registry event names its function
     raw = await conn.fetchval("SELECT state FROM functions WHERE function_id = $1", function_id)
     state = domain.FunctionState.model_validate(raw) if raw is not None else domain.initial_function()
     state = domain.evolve_function(state, event)
@@ -101,7 +99,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Event) ->
     )
 
 
-async def rebuild(conn: asyncpg.Connection, batch_size: int = 1000) -> int:
+async def rebuild(conn: Connection, batch_size: int = 1000) -> int:
     """Recompute every read model from the events; returns how many events were applied."""
     count = 0
     async with conn.transaction():
@@ -109,6 +107,8 @@ async def rebuild(conn: asyncpg.Connection, batch_size: int = 1000) -> int:
         await conn.execute("DELETE FROM function_lists")
         async for batch in store.tail(conn, 0, batch_size):
             for envelope in batch:
-                await project(conn, envelope, domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload))
+                await project(
+                    conn, envelope, domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload)
+                )
                 count += 1
     return count

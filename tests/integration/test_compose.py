@@ -71,8 +71,11 @@ def _command(service: dict[str, Any]) -> list[str]:
 
 def chengneng_services(compose: Compose) -> dict[str, dict[str, Any]]:
     """Services running our code: built here, or from a chengneng image."""
-    return {name: service for name, service in (compose.get("services") or {}).items()
-            if "build" in service or str(service.get("image", "")).startswith("chengneng")}
+    return {
+        name: service
+        for name, service in (compose.get("services") or {}).items()
+        if "build" in service or str(service.get("image", "")).startswith("chengneng")
+    }
 
 
 def setting_env_names() -> set[str]:
@@ -106,9 +109,11 @@ def _listeners(spec: str) -> list[tuple[str, str, int]]:
 
 def kafka_problems(compose: Compose) -> list[str]:
     services = compose.get("services") or {}
-    problems = [f"{name} looks like ZooKeeper: KRaft needs none"
-                for name, svc in services.items()
-                if "zookeeper" in name.lower() or "zookeeper" in str(svc.get("image", "")).lower()]
+    problems = [
+        f"{name} looks like ZooKeeper: KRaft needs none"
+        for name, svc in services.items()
+        if "zookeeper" in name.lower() or "zookeeper" in str(svc.get("image", "")).lower()
+    ]
     if "kafka" not in services:
         return [*problems, "no kafka service"]
     env = _env(services["kafka"])
@@ -124,8 +129,11 @@ def kafka_problems(compose: Compose) -> list[str]:
     for voter in filter(None, env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "").split(",")):
         node, _, address = voter.partition("@")
         host, _, port = address.rpartition(":")
-        if node != str(env.get("KAFKA_NODE_ID")) or host != "kafka" or \
-                int(port or 0) not in {bound.get(n) for n in controller_names}:
+        if (
+            node != str(env.get("KAFKA_NODE_ID"))
+            or host != "kafka"
+            or int(port or 0) not in {bound.get(n) for n in controller_names}
+        ):
             problems.append(f"quorum voter {voter} is not this node's controller listener")
     if not env.get("KAFKA_CONTROLLER_QUORUM_VOTERS"):
         problems.append("KAFKA_CONTROLLER_QUORUM_VOTERS missing")
@@ -192,8 +200,10 @@ def bootstrap_problems(compose: Compose) -> list[str]:
             bound = {n: p for n, _, p in _listeners(kafka.get("KAFKA_LISTENERS", ""))}
             controllers = set(kafka.get("KAFKA_CONTROLLER_LISTENER_NAMES", "").split(","))
             advertised = _listeners(kafka.get("KAFKA_ADVERTISED_LISTENERS", ""))
-            if not any(h == host and p == int(port or 0) and bound.get(n) == p and n not in controllers
-                       for n, h, p in advertised):
+            if not any(
+                h == host and p == int(port or 0) and bound.get(n) == p and n not in controllers
+                for n, h, p in advertised
+            ):
                 problems.append(f"{name}: {server} matches no advertised client listener of {host}")
             if (service.get("depends_on") or {}).get(host, {}).get("condition") != "service_healthy":
                 problems.append(f"{name} does not wait for {host} to be healthy")
@@ -214,7 +224,7 @@ def build_problems(compose: Compose, root: Path = ROOT) -> list[str]:
             continue
         text = dockerfile.read_text()
         if not re.search(r'^ENTRYPOINT\s+\[\s*"chengneng"\s*\]', text, re.MULTILINE):
-            problems.append(f"{dockerfile}: ENTRYPOINT is not [\"chengneng\"]")
+            problems.append(f'{dockerfile}: ENTRYPOINT is not ["chengneng"]')
         users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
         if not users or users[-1] in {"root", "0"}:
             problems.append(f"{dockerfile}: the image does not end as a non-root USER")
@@ -256,8 +266,13 @@ def secret_problems(compose: Compose, root: Path = ROOT) -> list[str]:
 
 
 CHECKS: list[Callable[[Compose], list[str]]] = [
-    kafka_problems, env_problems, database_problems, bootstrap_problems,
-    build_problems, command_problems, secret_problems,
+    kafka_problems,
+    env_problems,
+    database_problems,
+    bootstrap_problems,
+    build_problems,
+    command_problems,
+    secret_problems,
 ]
 
 
@@ -274,7 +289,9 @@ def test_the_compose_file_passes(check: Callable[[Compose], list[str]]) -> None:
 def test_both_services_are_deployed_on_their_ports() -> None:
     services = chengneng_services(load_compose())
     assert {name: _command(svc)[1] for name, svc in services.items()} == {
-        "registry": "registry", "disclosure": "disclosure"}
+        "registry": "registry",
+        "disclosure": "disclosure",
+    }
     assert services["registry"]["ports"] == ["8001:8000"]
     assert services["disclosure"]["ports"] == ["8002:8000"]
 
@@ -298,6 +315,7 @@ def _set(path: str, value: Any) -> Callable[[Compose], None]:
             del node[last]
         else:
             node[last] = value
+
     return mutate
 
 
@@ -311,24 +329,40 @@ BROKEN: dict[str, tuple[Callable[[Compose], list[str]], Callable[[Compose], None
     "auto-create on": (kafka_problems, _set("services.kafka.environment.KAFKA_AUTO_CREATE_TOPICS_ENABLE", "true")),
     "unknown setting": (env_problems, _set("services.registry.environment.CHENGNENG_HTTP_PROT", "8000")),
     "field name for env name": (env_problems, _set("services.registry.environment.home", "/tmp")),
-    "db host typo": (database_problems, _set(
-        "services.registry.environment.DATABASE_URL", "postgresql://postgres:x@postgress:5432/chengneng")),
-    "wrong database": (database_problems, _set(
-        "services.disclosure.environment.DATABASE_URL",
-        "postgresql://postgres:${POSTGRES_PASSWORD:?x}@postgres:5432/postgres")),
-    "bootstrap on controller port": (bootstrap_problems, _set(
-        "services.registry.environment.KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")),
-    "bootstrap on localhost": (bootstrap_problems, _set(
-        "services.registry.environment.KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")),
-    "missing Dockerfile": (build_problems, _set("services.registry.build", {
-        "context": ".", "dockerfile": "deploy/Dockerfil"})),
-    "wrong context": (build_problems, _set("services.registry.build", {
-        "context": "deploy", "dockerfile": "deploy/Dockerfile"})),
+    "db host typo": (
+        database_problems,
+        _set("services.registry.environment.DATABASE_URL", "postgresql://postgres:x@postgress:5432/chengneng"),
+    ),
+    "wrong database": (
+        database_problems,
+        _set(
+            "services.disclosure.environment.DATABASE_URL",
+            "postgresql://postgres:${POSTGRES_PASSWORD:?x}@postgres:5432/postgres",
+        ),
+    ),
+    "bootstrap on controller port": (
+        bootstrap_problems,
+        _set("services.registry.environment.KAFKA_BOOTSTRAP_SERVERS", "kafka:9093"),
+    ),
+    "bootstrap on localhost": (
+        bootstrap_problems,
+        _set("services.registry.environment.KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+    ),
+    "missing Dockerfile": (
+        build_problems,
+        _set("services.registry.build", {"context": ".", "dockerfile": "deploy/Dockerfil"}),
+    ),
+    "wrong context": (
+        build_problems,
+        _set("services.registry.build", {"context": "deploy", "dockerfile": "deploy/Dockerfile"}),
+    ),
     "unknown service": (command_problems, _set("services.disclosure.command", ["serve", "discloser"])),
     "not serve": (command_problems, _set("services.registry.command", "migrate registry")),
     "port not published": (command_problems, _set("services.registry.ports", ["8001:9000"])),
-    "key not a secret": (secret_problems, _set(
-        "services.registry.environment.CHENGNENG_TOKEN_PUBLIC_KEY", "/keys/token-signing.pub.pem")),
+    "key not a secret": (
+        secret_problems,
+        _set("services.registry.environment.CHENGNENG_TOKEN_PUBLIC_KEY", "/keys/token-signing.pub.pem"),
+    ),
 }
 
 

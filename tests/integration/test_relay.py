@@ -32,7 +32,9 @@ class Noted(Event):
 
 
 async def append(service_db: ServiceDb, stream: str, expected: int, *texts: str) -> None:
-    meta = store.Metadata(actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4())
+    meta = store.Metadata(
+        actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4()
+    )
     async with service_db.pool.acquire() as conn, conn.transaction():
         await store.append(conn, stream, "note", expected, [Noted(text=t) for t in texts], meta)
 
@@ -40,8 +42,13 @@ async def append(service_db: ServiceDb, stream: str, expected: int, *texts: str)
 @contextlib.asynccontextmanager
 async def running_relay(service_db: ServiceDb, bootstrap: str) -> AsyncIterator[Relay]:
     relay = Relay(
-        service_db.schema, service_db.pool, service_db.app_url, service_db.schema, bootstrap,
-        poll_interval_s=0.05, topic_check_interval_s=0.5,
+        service_db.schema,
+        service_db.pool,
+        service_db.app_url,
+        service_db.schema,
+        bootstrap,
+        poll_interval_s=0.05,
+        topic_check_interval_s=0.5,
     )
     task = asyncio.create_task(relay.run())
     try:
@@ -52,9 +59,13 @@ async def running_relay(service_db: ServiceDb, bootstrap: str) -> AsyncIterator[
             await task
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, *, settle_s: float = 2.0, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]
+async def read_topic(
+    bootstrap: str, topic: str, expected: int, *, settle_s: float = 2.0, timeout_s: float = 30.0
+) -> list:  # type: ignore[type-arg]
     """Read a topic from the beginning with a plain consumer (no group) until quiet."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     records = []
     try:
@@ -154,8 +165,9 @@ async def test_a_consumer_that_receives_an_event_twice_applies_it_once(
         await producer.send_and_wait(topic, value=message.value, key=message.key, headers=message.headers)
     await producer.stop()
 
-    consumer = InboxConsumer(f"test-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler,
-                             session_timeout_ms=6000)
+    consumer = InboxConsumer(
+        f"test-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler, session_timeout_ms=6000
+    )
     task = asyncio.create_task(consumer.run())
     try:
         for _ in range(200):
@@ -199,11 +211,16 @@ async def test_a_malformed_record_goes_to_the_dead_letters_with_its_reason(
     async def handler(conn, event):  # type: ignore[no-untyped-def]
         raise AssertionError("a malformed record must not reach the handler")
 
-    consumer = InboxConsumer(f"poison-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler,
-                             session_timeout_ms=6000)
+    consumer = InboxConsumer(
+        f"poison-{uuid.uuid4().hex[:6]}", [topic], service_db.pool, broker.bootstrap, handler, session_timeout_ms=6000
+    )
     task = asyncio.create_task(consumer.run())
     try:
-        dead = await read_until(broker.bootstrap, kafka.DEADLETTER_TOPIC, lambda r: dict(r.headers).get("deadletter_topic") == topic.encode())
+        dead = await read_until(
+            broker.bootstrap,
+            kafka.DEADLETTER_TOPIC,
+            lambda r: dict(r.headers).get("deadletter_topic") == topic.encode(),
+        )
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import uuid
 from datetime import UTC, datetime
 
@@ -31,7 +32,9 @@ class Note(Command):
 
 
 def meta() -> store.Metadata:
-    return store.Metadata(actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4())
+    return store.Metadata(
+        actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4()
+    )
 
 
 async def append_in_tx(pool: asyncpg.Pool, stream: str, expected: int, *texts: str) -> list[int | None]:
@@ -144,7 +147,7 @@ async def test_every_stream_is_a_sha256_hash_chain(service_db: ServiceDb) -> Non
     await append_in_tx(service_db.pool, "chain", 2, "c")
     events = await store.read_stream(service_db.pool, "chain")
     assert events[0].prev_hash == GENESIS_HASH
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.prev_hash == before.hash
     for e in events:
         assert e.hash == hashlib.sha256(e.canonical()).digest()

@@ -177,9 +177,7 @@ def refused(state: FunctionState, command: Command) -> ChengnengError:
 
 
 def test_access_type_qualification_function_is_refused() -> None:
-    command = propose(
-        category=Category.QUALIFICATION_CERTIFICATION, sub_kind=SubKind.ACCESS
-    )
+    command = propose(category=Category.QUALIFICATION_CERTIFICATION, sub_kind=SubKind.ACCESS)
     error = refused(initial_function(), command)
     assert isinstance(error, DomainRuleViolated)
     assert error.code == "access_type_qualification_refused"
@@ -204,9 +202,7 @@ def test_level_evaluation_qualification_function_may_be_proposed() -> None:
         (Category.PUBLIC_SERVICE, SubKind.ACCESS),
     ],
 )
-def test_sub_kind_of_another_category_is_refused(
-    category: Category, sub_kind: SubKind
-) -> None:
+def test_sub_kind_of_another_category_is_refused(category: Category, sub_kind: SubKind) -> None:
     error = refused(initial_function(), propose(category=category, sub_kind=sub_kind))
     assert error.code == "sub_kind_mismatch"
 
@@ -260,26 +256,20 @@ def _every_function_command(by: Principal) -> list[Command]:
 
 @pytest.mark.parametrize("reader", [PUBLIC, AUDITOR], ids=["public", "auditor"])
 @pytest.mark.parametrize("state_of", [initial_function, listed, opened, assigned])
-def test_public_cannot_issue_any_command(
-    reader: Principal, state_of: Callable[[], FunctionState]
-) -> None:
+def test_public_cannot_issue_any_command(reader: Principal, state_of: Callable[[], FunctionState]) -> None:
     state = state_of()
     for command in _every_function_command(reader):
         error = refused(state, command)
         assert isinstance(error, NotPermitted)
         assert error.code == "read_only_role"
-    publish = PublishFunctionList(
-        jurisdiction=DEYANG, entries=[], issued_by=reader, issued_at=AT
-    )
+    publish = PublishFunctionList(jurisdiction=DEYANG, entries=[], issued_by=reader, issued_at=AT)
     with pytest.raises(NotPermitted) as caught:
         decide_list(initial_list(), publish)
     assert caught.value.code == "read_only_role"
 
 
 def test_command_outside_jurisdiction_is_refused() -> None:
-    assert refused(initial_function(), propose(NEIGHBOUR_ASSOCIATION)).code == (
-        "outside_jurisdiction"
-    )
+    assert refused(initial_function(), propose(NEIGHBOUR_ASSOCIATION)).code == ("outside_jurisdiction")
     state = run(propose())
     for command in _every_function_command(NEIGHBOUR_DEPT)[1:]:
         assert refused(state, command).code == "outside_jurisdiction"
@@ -302,9 +292,7 @@ def test_command_on_a_function_never_proposed_is_not_found() -> None:
 def test_only_the_association_starts_consultation() -> None:
     state = run(propose())
     for outsider in (OWNING_DEPT, PROPOSER):
-        assert refused(state, cmd(StartConsultation, outsider)).code == (
-            "role_not_permitted"
-        )
+        assert refused(state, cmd(StartConsultation, outsider)).code == ("role_not_permitted")
     [event] = decide_function(state, cmd(StartConsultation, ASSOCIATION, note="met"))
     assert fold([event], state).status is Status.IN_CONSULTATION
 
@@ -337,9 +325,7 @@ def test_department_review_is_recorded_only_by_the_owning_department() -> None:
     state = run(qualification())
     review = cmd(RecordDepartmentReview, OTHER_DEPT, reference="R-1")
     assert refused(state, review).code == "not_owning_department"
-    [event] = decide_function(
-        state, cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1")
-    )
+    [event] = decide_function(state, cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1"))
     assert isinstance(event, DepartmentReviewRecorded)
     after = fold([event], state)
     assert after.review_recorded
@@ -347,9 +333,7 @@ def test_department_review_is_recorded_only_by_the_owning_department() -> None:
 
 
 def test_recording_the_same_review_twice_records_nothing() -> None:
-    state = run(
-        qualification(), cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1")
-    )
+    state = run(qualification(), cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1"))
     same = cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1")
     assert decide_function(state, same) == []
     newer = cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-2")
@@ -369,12 +353,8 @@ def test_qualification_function_cannot_open_before_department_review() -> None:
     error = refused(state, cmd(OpenForUndertaking, OWNING_DEPT))
     assert isinstance(error, DomainRuleViolated)
     assert error.code == "department_review_required"
-    reviewed = run(
-        cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1"), state=state
-    )
-    assert (
-        run(cmd(OpenForUndertaking, OWNING_DEPT), state=reviewed).status is Status.OPEN
-    )
+    reviewed = run(cmd(RecordDepartmentReview, OWNING_DEPT, reference="R-1"), state=state)
+    assert run(cmd(OpenForUndertaking, OWNING_DEPT), state=reviewed).status is Status.OPEN
 
 
 def test_other_categories_open_without_department_review() -> None:
@@ -401,12 +381,8 @@ def test_other_categories_open_without_department_review() -> None:
 
 
 def test_only_owning_department_opens_a_function() -> None:
-    assert refused(listed(), cmd(OpenForUndertaking, ASSOCIATION)).code == (
-        "role_not_permitted"
-    )
-    assert refused(listed(), cmd(OpenForUndertaking, OTHER_DEPT)).code == (
-        "not_owning_department"
-    )
+    assert refused(listed(), cmd(OpenForUndertaking, ASSOCIATION)).code == ("role_not_permitted")
+    assert refused(listed(), cmd(OpenForUndertaking, OTHER_DEPT)).code == ("not_owning_department")
 
 
 @pytest.mark.parametrize(
@@ -418,9 +394,7 @@ def test_only_owning_department_opens_a_function() -> None:
     ],
 )
 def test_opening_with_bad_terms_is_refused(fields: dict[str, Any], code: str) -> None:
-    assert (
-        refused(listed(), cmd(OpenForUndertaking, OWNING_DEPT, **fields)).code == code
-    )
+    assert refused(listed(), cmd(OpenForUndertaking, OWNING_DEPT, **fields)).code == code
 
 
 def test_opening_a_proposed_function_is_an_invalid_transition() -> None:
@@ -469,9 +443,7 @@ def test_amending_to_the_current_values_records_nothing() -> None:
 
 
 def test_amending_an_unknown_field_is_refused() -> None:
-    bad = cmd(
-        AmendFunction, OWNING_DEPT, changes={"category": "award_nomination"}, reason="x"
-    )
+    bad = cmd(AmendFunction, OWNING_DEPT, changes={"category": "award_nomination"}, reason="x")
     error = refused(listed(), bad)
     assert isinstance(error, InvalidInput)
     assert error.code == "unknown_field"
@@ -484,15 +456,8 @@ def test_amending_with_a_value_of_the_wrong_kind_is_refused() -> None:
 
 def test_societies_and_other_departments_cannot_amend() -> None:
     change = {"title": "Renamed"}
-    assert refused(
-        listed(), cmd(AmendFunction, PROPOSER, changes=change, reason="x")
-    ).code == ("role_not_permitted")
-    assert (
-        refused(
-            listed(), cmd(AmendFunction, OTHER_DEPT, changes=change, reason="x")
-        ).code
-        == "not_owning_department"
-    )
+    assert refused(listed(), cmd(AmendFunction, PROPOSER, changes=change, reason="x")).code == ("role_not_permitted")
+    assert refused(listed(), cmd(AmendFunction, OTHER_DEPT, changes=change, reason="x")).code == "not_owning_department"
 
 
 def test_amending_a_proposed_function_is_an_invalid_transition() -> None:
@@ -511,13 +476,9 @@ def test_function_is_assigned_only_when_open() -> None:
 
 
 def test_assigning_the_same_society_again_records_nothing() -> None:
-    again = cmd(
-        AssignFunction, OWNING_DEPT, society_id=PROPOSER.organisation, society_name="M"
-    )
+    again = cmd(AssignFunction, OWNING_DEPT, society_id=PROPOSER.organisation, society_name="M")
     assert decide_function(assigned(), again) == []
-    another = cmd(
-        AssignFunction, OWNING_DEPT, society_id="society-chemical", society_name="C"
-    )
+    another = cmd(AssignFunction, OWNING_DEPT, society_id="society-chemical", society_name="C")
     assert refused(assigned(), another).code == "invalid_transition"
 
 
@@ -589,10 +550,7 @@ def test_delisting_from_returned_and_not_from_assigned() -> None:
     state = run(delist, state=returned)
     assert state.status is Status.DELISTED
     assert decide_function(state, delist) == []
-    assert (
-        refused(state, cmd(OpenForUndertaking, OWNING_DEPT)).code
-        == "invalid_transition"
-    )
+    assert refused(state, cmd(OpenForUndertaking, OWNING_DEPT)).code == "invalid_transition"
 
 
 # --- the whole lifecycle -----------------------------------------------------------------
@@ -653,9 +611,7 @@ def test_qualification_function_goes_from_proposal_to_transfer_and_back() -> Non
         assert state.status is expected
     assert state.scope is Scope.WHOLE
     assert state.review_reference == "DR-7"
-    stored = [
-        (e.event_type, e.schema_version, e.model_dump(mode="json")) for e in history
-    ]
+    stored = [(e.event_type, e.schema_version, e.model_dump(mode="json")) for e in history]
     assert fold([EVENTS.decode(*row) for row in stored]) == state
 
 
@@ -677,12 +633,8 @@ def entry(function_id: str, **overrides: Any) -> ListEntry:
     return ListEntry(**fields)
 
 
-def publish(
-    entries: list[ListEntry], by: Principal = ASSOCIATION
-) -> PublishFunctionList:
-    return PublishFunctionList(
-        jurisdiction=DEYANG, entries=entries, issued_by=by, issued_at=AT
-    )
+def publish(entries: list[ListEntry], by: Principal = ASSOCIATION) -> PublishFunctionList:
+    return PublishFunctionList(jurisdiction=DEYANG, entries=entries, issued_by=by, issued_at=AT)
 
 
 def published(*lists: list[ListEntry]) -> FunctionListState:
@@ -729,9 +681,7 @@ def test_list_outside_jurisdiction_is_refused() -> None:
 
 def test_a_list_stream_keeps_its_jurisdiction() -> None:
     state = published([entry("a")])
-    other = PublishFunctionList(
-        jurisdiction="510100", entries=[], issued_by=PROVINCE_ASSOCIATION, issued_at=AT
-    )
+    other = PublishFunctionList(jurisdiction="510100", entries=[], issued_by=PROVINCE_ASSOCIATION, issued_at=AT)
     with pytest.raises(DomainRuleViolated) as caught:
         decide_list(state, other)
     assert caught.value.code == "jurisdiction_mismatch"
@@ -791,9 +741,7 @@ def _unique(entries: list[ListEntry]) -> list[ListEntry]:
     st.lists(st.sampled_from(_ENTRY_POOL), max_size=6).map(_unique),
     st.lists(st.sampled_from(_ENTRY_POOL), max_size=6).map(_unique),
 )
-def test_applying_a_diff_to_the_older_list_gives_the_newer(
-    older: list[ListEntry], newer: list[ListEntry]
-) -> None:
+def test_applying_a_diff_to_the_older_list_gives_the_newer(older: list[ListEntry], newer: list[ListEntry]) -> None:
     diff = diff_lists(older, newer)
     rebuilt = {e.function_id: e.model_dump(mode="json") for e in older}
     for gone in diff.removed:
@@ -834,13 +782,9 @@ _PAIRS = [
 Builder = Callable[[Principal, st.DataObject], Command]
 
 BUILDERS: dict[str, Builder] = {
-    "propose": lambda p, d: propose(
-        p, category=(pair := d.draw(st.sampled_from(_PAIRS)))[0], sub_kind=pair[1]
-    ),
+    "propose": lambda p, d: propose(p, category=(pair := d.draw(st.sampled_from(_PAIRS)))[0], sub_kind=pair[1]),
     "consult": lambda p, d: cmd(StartConsultation, p),
-    "review": lambda p, d: cmd(
-        RecordDepartmentReview, p, reference=d.draw(st.sampled_from(["R-1", "R-2"]))
-    ),
+    "review": lambda p, d: cmd(RecordDepartmentReview, p, reference=d.draw(st.sampled_from(["R-1", "R-2"]))),
     "list": lambda p, d: cmd(ListFunction, p),
     "amend": lambda p, d: cmd(
         AmendFunction,
@@ -859,15 +803,11 @@ BUILDERS: dict[str, Builder] = {
         ),
         reason="r",
     ),
-    "open": lambda p, d: cmd(
-        OpenForUndertaking, p, min_applicants=d.draw(st.sampled_from([1, 1, 1, 2, 0]))
-    ),
+    "open": lambda p, d: cmd(OpenForUndertaking, p, min_applicants=d.draw(st.sampled_from([1, 1, 1, 2, 0]))),
     "assign": lambda p, d: cmd(
         AssignFunction,
         p,
-        society_id=(
-            s := d.draw(st.sampled_from([PROPOSER, OTHER_SOCIETY]))
-        ).organisation,
+        society_id=(s := d.draw(st.sampled_from([PROPOSER, OTHER_SOCIETY]))).organisation,
         society_name=s.subject,
     ),
     "transfer": lambda p, d: cmd(MarkTransferred, p, agreement_reference="TA-1"),
@@ -925,9 +865,7 @@ def _state_in(status: Status) -> FunctionState:
     withdraw = cmd(WithdrawFunction, PROPOSER, reason="r")
     build: dict[Status, Callable[[], FunctionState]] = {
         Status.PROPOSED: lambda: run(propose()),
-        Status.IN_CONSULTATION: lambda: run(
-            propose(), cmd(StartConsultation, ASSOCIATION)
-        ),
+        Status.IN_CONSULTATION: lambda: run(propose(), cmd(StartConsultation, ASSOCIATION)),
         Status.LISTED: listed,
         Status.OPEN: opened,
         Status.ASSIGNED: assigned,
@@ -935,13 +873,9 @@ def _state_in(status: Status) -> FunctionState:
             cmd(MarkTransferred, ASSOCIATION, agreement_reference="TA-1"),
             state=assigned(),
         ),
-        Status.RETURNED: lambda: run(
-            cmd(ReturnFunction, PROPOSER, reason="r"), state=assigned()
-        ),
+        Status.RETURNED: lambda: run(cmd(ReturnFunction, PROPOSER, reason="r"), state=assigned()),
         Status.WITHDRAWN: lambda: run(propose(), withdraw),
-        Status.DELISTED: lambda: run(
-            cmd(DelistFunction, OWNING_DEPT, reason="r"), state=listed()
-        ),
+        Status.DELISTED: lambda: run(cmd(DelistFunction, OWNING_DEPT, reason="r"), state=listed()),
     }
     return build[status]()
 
