@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from shared import kafka
 from shared.db import Connection
 from shared.kafka import IncomingEvent, MalformedMessage
+from shared.resilience import keep_running
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,8 @@ class InboxConsumer:
         handler: Handler,
         *,
         session_timeout_ms: int = 10_000,
+        partitions: int = kafka.DEFAULT_PARTITIONS,
+        replication: int = 1,
     ) -> None:
         self.name = name
         self.topics = topics
@@ -55,25 +58,14 @@ class InboxConsumer:
         self.bootstrap = bootstrap
         self.handler = handler
         self.session_timeout_ms = session_timeout_ms
+        self.topic_options = {"partitions": partitions, "replication": replication}
 
     async def run(self) -> None:
         """Consume until cancelled; rebuild the client after any broker failure."""
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                if _really_cancelled():
-                    raise
-                # aiokafka cancels in-flight futures when a broker connection drops; that is a
-                # broker failure to recover from, not a request to stop.
-                log.warning("kafka client futures cancelled; reconnecting", consumer=self.name)
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("consumer failed; reconnecting", consumer=self.name)
-                await asyncio.sleep(1.0)
+        await keep_running(self._consume, "consumer", consumer=self.name)
 
     async def _consume(self) -> None:
-        await kafka.ensure_topics(self.bootstrap, self.topics)
+        await kafka.ensure_topics(self.bootstrap, self.topics, **self.topic_options)
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.bootstrap,
@@ -174,7 +166,7 @@ class InboxConsumer:
             ("deadletter_partition", str(record.partition).encode()),
             ("deadletter_offset", str(record.offset).encode()),
         ]
-        await kafka.ensure_topics(self.bootstrap, [kafka.DEADLETTER_TOPIC])
+        await kafka.ensure_topics(self.bootstrap, [kafka.DEADLETTER_TOPIC], **self.topic_options)
         await producer.send_and_wait(kafka.DEADLETTER_TOPIC, value=record.value, key=record.key, headers=headers)
         if event is not None:
             async with self.pool.acquire() as conn:
@@ -191,8 +183,3 @@ class InboxConsumer:
 
 
 __all__ = ["Handler", "InboxConsumer", "TopicPartition"]
-
-
-def _really_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0

@@ -25,6 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from shared import kafka, store
+from shared.resilience import keep_running
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ class Relay:
         poll_interval_s: float = 0.2,
         topic_check_interval_s: float = 2.0,
         partitions: int = kafka.DEFAULT_PARTITIONS,
+        replication: int = 1,
     ) -> None:
         self.service = service
         self.pool = pool
@@ -66,24 +68,13 @@ class Relay:
         self.poll_interval_s = poll_interval_s
         self.topic_check_interval_s = topic_check_interval_s
         self.partitions = partitions
+        self.replication = replication
         self.name = f"kafka:{self.topic}"
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
         """Wait for leadership, then publish until cancelled; reconnect on any failure."""
-        while True:
-            try:
-                await self._run_as_leader()
-            except asyncio.CancelledError:
-                if _really_cancelled():
-                    raise
-                # aiokafka cancels in-flight futures when a broker connection drops; that is a
-                # broker failure to recover from, not a request to stop.
-                log.warning("kafka client futures cancelled; reconnecting", service=self.service)
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("relay failed; retrying", service=self.service)
-                await asyncio.sleep(1.0)
+        await keep_running(self._run_as_leader, "relay", service=self.service)
 
     async def _run_as_leader(self) -> None:
         lock_conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema})
@@ -180,7 +171,9 @@ class Relay:
 
     async def _check_broker(self, marker: AIOKafkaConsumer, *, first: bool = False) -> None:
         """Start over from the first event if the broker lost the topic or the relay's marker."""
-        created = await kafka.ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
+        created = await kafka.ensure_topics(
+            self.bootstrap, [self.topic], partitions=self.partitions, replication=self.replication
+        )
         marker_tp = TopicPartition(self.topic, 0)
         if not marker.assignment():
             marker.assign([marker_tp])
@@ -203,8 +196,3 @@ class Relay:
             log.info("topic created", topic=self.topic)
         # Re-committed on every check so that a broker's offset retention never expires it.
         await marker.commit({marker_tp: OffsetAndMetadata(0, "chengneng relay marker")})
-
-
-def _really_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0

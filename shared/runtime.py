@@ -110,6 +110,8 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
                 batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.poll_interval_s,
                 topic_check_interval_s=settings.topic_check_interval_s,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
             )
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(), name=f"{definition.name}-relay"))
@@ -121,6 +123,8 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
                 bootstrap,
                 spec.handler,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
             )
             tasks.append(asyncio.create_task(consumer.run(), name=f"{definition.name}-{spec.name}"))
         log.info("service started", service=definition.name)

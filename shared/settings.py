@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         validation_alias="CHENGNENG_TOPIC_CHECK_INTERVAL_S",
         description="How often the relay checks that the broker still has its topic.",
     )
+    topic_partitions: int = Field(
+        default=3,
+        ge=1,
+        validation_alias="CHENGNENG_TOPIC_PARTITIONS",
+        description="Partitions of the topics the services create (the unit of consumer scale-out).",
+    )
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        validation_alias="CHENGNENG_TOPIC_REPLICATION",
+        description="Replication factor of created topics: 1 for one broker, 3 for a production cluster.",
+    )
     log_level: str = Field(default="info", validation_alias="CHENGNENG_LOG_LEVEL")
     max_body_bytes: int = Field(default=1_048_576, validation_alias="CHENGNENG_MAX_BODY_BYTES")
 

@@ -143,9 +143,6 @@ async def test_relay_republishes_from_the_store_when_the_broker_lost_the_topic(
 async def test_a_consumer_that_receives_an_event_twice_applies_it_once(
     service_db: ServiceDb, broker: EmbeddedBroker
 ) -> None:
-    await service_db.pool.execute("SELECT 1")
-    async with service_db.pool.acquire() as conn:
-        await conn.execute("SET ROLE NONE") if False else None
     admin = await asyncpg_connect(service_db)
     await admin.execute(f"CREATE TABLE {service_db.schema}.applied (text text NOT NULL)")
     await admin.execute(f"GRANT SELECT, INSERT ON {service_db.schema}.applied TO chengneng_{service_db.schema}")
