@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import ValidationError
 
 from shared.errors import ChengnengError, NotAuthenticated
-from shared.principal import Principal
+from shared.principal import Principal, Role
 
 ISSUER = "chengneng"
 ALGORITHM = "EdDSA"
@@ -57,6 +57,8 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def issue_token(
     key: Ed25519PrivateKey, principal: Principal, *, ttl: timedelta = timedelta(hours=12), now: datetime | None = None
 ) -> str:
+    if principal.role is Role.SYSTEM:
+        raise ValueError("the system role is for services' own reactions and is never put in a token")
     issued = now or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
@@ -84,6 +86,8 @@ def verify_token(key: Ed25519PublicKey, token: str) -> Principal:
         raise NotAuthenticated("token_expired", "the token has expired; issue a new one") from exc
     except jwt.InvalidTokenError as exc:
         raise NotAuthenticated("token_invalid", f"the token was refused: {exc}") from exc
+    if claims.get("role") == Role.SYSTEM.value:
+        raise NotAuthenticated("token_invalid", "no token may carry the system role")
     try:
         return Principal(
             subject=claims["sub"],

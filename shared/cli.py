@@ -246,7 +246,11 @@ def token_issue(
         raise fail(str(exc), 2) from exc
     if ttl_hours <= 0:
         raise fail("--ttl-hours must be positive", 2)
-    typer.echo(issue_token(load_private_key(settings.private_key_path), principal, ttl=timedelta(hours=ttl_hours)))
+    try:
+        token = issue_token(load_private_key(settings.private_key_path), principal, ttl=timedelta(hours=ttl_hours))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    typer.echo(token)
 
 
 @token_app.command("keygen")

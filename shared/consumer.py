@@ -7,7 +7,13 @@ Offsets are committed to Kafka only after the database commit.
 
 A record that is not a well-formed event, or whose handler keeps failing, is sent to
 ``chengneng.deadletter`` with the reason, and recorded in the inbox as dead-lettered:
-never dropped silently, never blocking the partition forever.
+never dropped silently, never blocking the partition forever. A dead-lettered event that
+is delivered again is tried again.
+
+A handler raises ``OutOfOrder`` for an event that comes before the events it follows
+(after a broker lost its state, the relay publishes the whole history again, and a record
+sent in the moment before it noticed is then ahead of its stream). Such an event is not
+recorded in the inbox, so its copy in the republished history is applied in order.
 """
 
 from __future__ import annotations
@@ -34,7 +40,17 @@ DEADLETTERED = Counter("chengneng_consumer_deadlettered_total", "Records sent to
 Handler = Callable[[Connection, IncomingEvent], Awaitable[None]]
 """Applies one event's effect using the given connection (inside the inbox transaction)."""
 
+OUT_OF_ORDER = Counter(
+    "chengneng_consumer_out_of_order_total",
+    "Events ahead of their stream, left for their republished copy",
+    ["consumer"],
+)
+
 HANDLER_ATTEMPTS = 5
+
+
+class OutOfOrder(Exception):
+    """The event follows events this consumer has not applied yet: apply it when it comes again."""
 
 
 class InboxConsumer:
@@ -112,6 +128,16 @@ class InboxConsumer:
             try:
                 await self.apply(event)
                 return
+            except OutOfOrder as exc:
+                OUT_OF_ORDER.labels(self.name).inc()
+                log.warning(
+                    "event ahead of its stream; waiting for its republished copy",
+                    consumer=self.name,
+                    event_id=str(event.event_id),
+                    subject=event.subject,
+                    reason=str(exc),
+                )
+                return
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
@@ -132,7 +158,9 @@ class InboxConsumer:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await conn.fetchval(
                 """INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT DO NOTHING RETURNING 1""",
+                   ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now()
+                       WHERE inbox.outcome <> 'applied'
+                   RETURNING 1""",
                 self.name,
                 event.event_id,
                 event.source,
@@ -182,4 +210,4 @@ class InboxConsumer:
         log.error("record dead-lettered", consumer=self.name, reason=reason, topic=record.topic, offset=record.offset)
 
 
-__all__ = ["Handler", "InboxConsumer", "TopicPartition"]
+__all__ = ["Handler", "InboxConsumer", "OutOfOrder", "TopicPartition"]

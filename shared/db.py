@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -208,7 +207,3 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None
         await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
     database = await conn.fetchval("SELECT quote_ident(current_database())")
     await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
-
-
-def record_to_dict(record: asyncpg.Record) -> dict[str, Any]:
-    return dict(record.items())

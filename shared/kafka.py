@@ -7,7 +7,9 @@ case's events stay in order on one partition).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +20,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from shared.envelope import Envelope, utc_iso
+from shared.envelope import Envelope
 
 TOPIC_PREFIX = "chengneng"
 DEADLETTER_TOPIC = "chengneng.deadletter"
@@ -142,37 +144,42 @@ def from_record(
         raise MalformedMessage(f"missing or invalid CloudEvents attribute: {exc}") from exc
 
 
-async def ensure_topics(
-    bootstrap: str, topics: list[str], *, partitions: int = DEFAULT_PARTITIONS, replication: int = 1
-) -> list[str]:
-    """Create the topics that do not exist; returns the ones it created."""
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        created: list[str] = []
-        for topic in missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(name=topic, num_partitions=partitions, replication_factor=replication)]
-                )
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass
-        return created
+        yield admin
     finally:
         await admin.close()
+
+
+async def ensure_topics(
+    bootstrap: str | AIOKafkaAdminClient,
+    topics: list[str],
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    replication: int = 1,
+) -> list[str]:
+    """Create the topics that do not exist; returns the ones it created.
+
+    Takes a bootstrap address (a client for this call) or a running admin client.
+    """
+    if isinstance(bootstrap, str):
+        async with admin_client(bootstrap) as admin:
+            return await ensure_topics(admin, topics, partitions=partitions, replication=replication)
+    admin = bootstrap
+    existing = set(await admin.list_topics())
+    created: list[str] = []
+    for topic in (t for t in topics if t not in existing):
+        try:
+            await admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=replication)])
+            created.append(topic)
+        except TopicAlreadyExistsError:
+            pass
+    return created
 
 
 async def existing_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-def iso(moment: datetime) -> str:
-    return utc_iso(moment)

@@ -21,6 +21,7 @@ import time
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
@@ -99,7 +100,8 @@ class Relay:
             await producer.start()
             await marker.start()
             try:
-                await self._publish_loop(producer, marker, lock_conn)
+                async with kafka.admin_client(self.bootstrap) as admin:
+                    await self._publish_loop(producer, marker, admin, lock_conn)
             finally:
                 await marker.stop()
                 await producer.stop()
@@ -107,19 +109,27 @@ class Relay:
             await lock_conn.close()
 
     async def _publish_loop(
-        self, producer: AIOKafkaProducer, marker: AIOKafkaConsumer, lock_conn: asyncpg.Connection
+        self,
+        producer: AIOKafkaProducer,
+        marker: AIOKafkaConsumer,
+        admin: AIOKafkaAdminClient,
+        lock_conn: asyncpg.Connection,
     ) -> None:
-        await self._check_broker(marker, first=True)
+        await self._check_broker(marker, admin, first=True)
         last_check = time.monotonic()
         held_since: float | None = None
         while True:
             if time.monotonic() - last_check >= self.topic_check_interval_s:
-                await self._check_broker(marker)
+                await self._check_broker(marker, admin)
                 await lock_conn.fetchval("SELECT 1")  # the lock lives as long as this session
                 last_check = time.monotonic()
             position = await self.position()
             batch = await store.read_after(self.pool, position, self.batch_size)
             if batch:
+                # A broker restart can be invisible to the producer (it reconnects and the topic
+                # is auto-created), so the broker's memory is checked before every batch.
+                if await self._check_broker(marker, admin):
+                    continue
                 await self._publish(producer, batch)
                 continue
             behind, held = await store.tail_lag(self.pool, position)
@@ -169,10 +179,15 @@ class Relay:
         value = await self.pool.fetchval("SELECT position FROM relay_positions WHERE name = $1", self.name)
         return int(value or 0)
 
-    async def _check_broker(self, marker: AIOKafkaConsumer, *, first: bool = False) -> None:
-        """Start over from the first event if the broker lost the topic or the relay's marker."""
+    async def _check_broker(self, marker: AIOKafkaConsumer, admin: AIOKafkaAdminClient, *, first: bool = False) -> bool:
+        """Start over from the first event if the broker lost the topic or the relay's marker.
+
+        Returns True when it did. Records published in the moment between a broker restart
+        and this check come before the republished history on the topic: consumers treat
+        such an early event as not yet applicable (``OutOfOrder``) and apply its copy later.
+        """
         created = await kafka.ensure_topics(
-            self.bootstrap, [self.topic], partitions=self.partitions, replication=self.replication
+            admin, [self.topic], partitions=self.partitions, replication=self.replication
         )
         marker_tp = TopicPartition(self.topic, 0)
         if not marker.assignment():
@@ -192,7 +207,11 @@ class Relay:
             await self.pool.execute(
                 "UPDATE relay_positions SET position = 0, updated_at = now() WHERE name = $1", self.name
             )
-        elif created and first:
-            log.info("topic created", topic=self.topic)
+            restart = True
+        else:
+            restart = False
+            if created and first:
+                log.info("topic created", topic=self.topic)
         # Re-committed on every check so that a broker's offset retention never expires it.
         await marker.commit({marker_tp: OffsetAndMetadata(0, "chengneng relay marker")})
+        return restart

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.disclosure import domain
 from services.registry import domain as registry
+from shared.consumer import OutOfOrder
 from shared.db import Connection, Migration
-from shared.errors import DomainRuleViolated
 from shared.kafka import IncomingEvent
 
 MIGRATIONS = (
@@ -57,10 +57,7 @@ async def apply_registry_event(conn: Connection, incoming: IncomingEvent) -> Non
     if incoming.stream_version <= known:
         return  # an older copy of something already folded in (a republish under a new id)
     if incoming.stream_version != known + 1:
-        # Per-key order is Kafka's promise; a gap means an event is missing: retry, then dead-letter.
-        raise DomainRuleViolated(
-            "stream_gap", f"{incoming.subject}: got version {incoming.stream_version} after {known}"
-        )
+        raise OutOfOrder(f"{incoming.subject}: version {incoming.stream_version} arrived after {known}")
     state = registry.FunctionState.model_validate(row["state"]) if row else registry.initial_function()
     state = registry.evolve_function(state, event)
     await conn.execute(

@@ -56,7 +56,11 @@ def test_a_function_goes_through_its_whole_lifecycle_over_http(stack: Stack) -> 
 
     assert_problem(post(mianyang_association, f"/functions/{fid}/consultation"), 403, "outside_jurisdiction")
     assert_problem(post(public, f"/functions/{fid}/consultation"), 403, "read_only_role")
-    assert post(association, f"/functions/{fid}/consultation", {"note": "met the bureau"}).status_code == 200
+    correlation = str(uuid.uuid4())
+    consulted = post(
+        association, f"/functions/{fid}/consultation", {"note": "met the bureau"}, **{"X-Correlation-ID": correlation}
+    )
+    assert consulted.status_code == 200 and consulted.headers["x-correlation-id"] == correlation
 
     assert_problem(post(society, f"/functions/{fid}/listing"), 403, "role_not_permitted")
     assert_problem(post(other_department, f"/functions/{fid}/listing"), 403, "not_owning_department")
@@ -105,6 +109,8 @@ def test_a_function_goes_through_its_whole_lifecycle_over_http(stack: Stack) -> 
         "role": "society",
         "jurisdiction": DEYANG,
     }
+    assert history[1]["correlation_id"] == correlation  # the caller's correlation id is on the event
+    assert history[1]["actor"]["organisation"] == "deyang-cast"
     assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(history))
 
     assert post(society, f"/functions/{fid}/return", {"reason": "staff left"}).status_code == 200

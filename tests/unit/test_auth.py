@@ -191,3 +191,25 @@ def test_a_token_with_a_malformed_jurisdiction_is_refused_as_invalid(
 ) -> None:
     token = jwt.encode(_claims(jurisdiction="not-a-code"), private_key, algorithm="EdDSA")
     assert _refused(public_key, token).code == "token_invalid"
+
+
+def test_no_token_may_carry_the_system_role(tmp_path: Path) -> None:
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    ensure_keypair(private, public)
+    system = Principal(subject="registry", organisation="registry", role=Role.SYSTEM, jurisdiction="100000")
+    with pytest.raises(ValueError, match="system role"):
+        issue_token(load_private_key(private), system)
+    now = datetime.now(UTC)
+    claims = {
+        "iss": "chengneng",
+        "sub": "x",
+        "org": "x",
+        "role": "system",
+        "jurisdiction": "100000",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(hours=1)).timestamp()),
+    }
+    forged_by_key_holder = jwt.encode(claims, load_private_key(private), algorithm="EdDSA")
+    with pytest.raises(NotAuthenticated) as refused:
+        verify_token(load_public_key(public), forged_by_key_holder)
+    assert refused.value.code == "token_invalid"
