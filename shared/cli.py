@@ -25,7 +25,7 @@ schemas_app = typer.Typer(help="JSON Schemas of the events, generated from the c
 app.add_typer(token_app, name="token")
 app.add_typer(schemas_app, name="schemas")
 
-SERVICES = ("registry", "disclosure")
+SERVICES = ("registry", "capability", "disclosure")
 """Every service, in start order; each is ``services/<name>/app.py:SERVICE``."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -24,29 +24,16 @@ from shared import store
 from shared.db import Connection
 from shared.envelope import Envelope
 from shared.errors import ConcurrencyConflict, InvalidInput
-from shared.messages import Command, Event, EventRegistry
+from shared.messages import Aggregate, Command, Event, EventRegistry
 
 log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
-C = TypeVar("C", bound=Command)
 
 Projector = Callable[[Connection, Envelope, Event], Awaitable[None]]
 """Updates a service's read models for one new event, inside the append transaction."""
 
 MAX_ATTEMPTS = 10
-
-
-@dataclass(frozen=True)
-class Aggregate(Generic[S]):
-    """The decider of one stream type: how to fold its events and decide its commands."""
-
-    stream_type: str
-    initial: Callable[[], S]
-    evolve: Callable[[S, Event], S]
-    decide: Callable[[S, Any], list[Event]]
-    jurisdiction_of: Callable[[S, Any], str]
-    """Where the events of a command happen: from the state, or from a creating command."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +135,32 @@ class EventStore:
                 stored = await self._stored_response(self.pool, idempotency)
                 assert stored is not None
                 return stored
+        raise AssertionError("unreachable")
+
+    async def execute_within(
+        self,
+        conn: Connection,
+        aggregate: Aggregate[S],
+        stream_id: str,
+        command: Command,
+        *,
+        correlation_id: uuid.UUID,
+        causation_id: uuid.UUID | None = None,
+    ) -> CommandResult:
+        """Like ``execute``, inside the caller's transaction (a consumer's inbox transaction).
+
+        Each attempt runs in a savepoint, so a concurrent writer only costs a retry.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with conn.transaction():
+                    return await self._decide_and_append(
+                        conn, aggregate, stream_id, command, correlation_id, causation_id, None
+                    )
+            except ConcurrencyConflict:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
         raise AssertionError("unreachable")
 
     async def _decide_and_append(

@@ -74,6 +74,9 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
             FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_event_change();
         CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON {schema}.events
             FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_event_change();
+        -- ALWAYS: the triggers fire even under session_replication_role = replica.
+        ALTER TABLE {schema}.events ENABLE ALWAYS TRIGGER events_append_only_rows;
+        ALTER TABLE {schema}.events ENABLE ALWAYS TRIGGER events_append_only_truncate;
 
         CREATE TABLE {schema}.relay_positions (
             name        text PRIMARY KEY,

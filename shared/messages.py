@@ -8,8 +8,9 @@ frozen for that ``schema_version``. A change of shape is a new version with an u
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -69,3 +70,18 @@ class EventRegistry:
             payload = self.upcasters[(event_type, version)](payload)
             version += 1
         return cls.model_validate(payload)
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """The decider of one stream type: how to fold its events and decide its commands."""
+
+    stream_type: str
+    initial: Callable[[], S]
+    evolve: Callable[[S, Event], S]
+    decide: Callable[[S, Any], list[Event]]
+    jurisdiction_of: Callable[[S, Any], str]
+    """Where the events of a command happen: from the state, or from a creating command."""

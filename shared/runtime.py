@@ -29,6 +29,7 @@ from shared.http import (
     problem_schema,
 )
 from shared.messages import EventRegistry
+from shared.policies import Policy, policy_handler
 from shared.relay import Relay
 from shared.settings import Settings
 
@@ -37,11 +38,16 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer of other services' topics; ``name`` is its inbox and consumer-group name."""
+    """A consumer of other services' topics; ``name`` is its inbox and consumer-group name.
+
+    Give a ``handler`` to update read models directly, or a ``policy`` whose reactions run
+    as commands through this service's deciders.
+    """
 
     name: str
     topics: list[str]
-    handler: Handler
+    handler: Handler | None = None
+    policy: Policy | None = None
 
 
 @dataclass
@@ -116,12 +122,16 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(), name=f"{definition.name}-relay"))
         for spec in definition.consumers:
+            handler = spec.handler
+            if handler is None:
+                assert spec.policy is not None, f"consumer {spec.name} needs a handler or a policy"
+                handler = policy_handler(app.state.context.store, spec.policy)
             consumer = InboxConsumer(
                 spec.name,
                 spec.topics,
                 pool,
                 bootstrap,
-                spec.handler,
+                handler,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,

@@ -7,77 +7,33 @@ every role (the list is meant to be transparent), writes are checked by the deci
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import BaseModel, ValidationError
 
 from services.registry import domain
+from services.registry.domain import FUNCTION, FUNCTION_LIST, function_stream, list_stream
 from services.registry.projections import ON_THE_LIST
 from shared import jurisdiction as jurisdictions
-from shared.commands import Aggregate, CommandResult
+from shared.api import (
+    CommandAccepted,
+    EntityId,
+    JurisdictionCode,
+    add_command_route,
+    build_command,
+    new_id,
+    run,
+    valid_id,
+)
 from shared.errors import InvalidInput, NotFound
 from shared.http import CurrentPrincipal, IdempotencyKey, command_body
 from shared.messages import Command
-from shared.principal import Principal
 from shared.runtime import Context
 
 router = APIRouter()
 
-FUNCTION = Aggregate(
-    stream_type="function",
-    initial=domain.initial_function,
-    evolve=domain.evolve_function,
-    decide=domain.decide_function,
-    jurisdiction_of=lambda state, command: state.jurisdiction or command.jurisdiction,
-)
-FUNCTION_LIST = Aggregate(
-    stream_type="function-list",
-    initial=domain.initial_list,
-    evolve=domain.evolve_list,
-    decide=domain.decide_list,
-    jurisdiction_of=lambda state, command: command.jurisdiction,
-)
-
-
-def function_stream(function_id: str) -> str:
-    return f"function-{function_id}"
-
-
-def list_stream(code: str) -> str:
-    return f"function-list-{code}"
-
-
-FunctionId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
-JurisdictionCode = Annotated[str, Path(pattern=r"^[1-9][0-9]{5}$", description="six-digit division code")]
-
-
-class CommandAccepted(BaseModel):
-    """What a command did: the stream, its version now, and the events it appended."""
-
-    stream_id: str
-    version: int
-    appended: list[dict[str, Any]]
-
-
-def build_command(cls: type[Command], principal: Principal, **fields: Any) -> Command:
-    """Construct a domain command, turning schema errors into a 422 problem."""
-    try:
-        return cls(issued_by=principal, issued_at=datetime.now(UTC), **fields)
-    except ValidationError as exc:
-        raise InvalidInput("invalid_command", str(exc.errors(include_url=False, include_input=False))) from exc
-
-
-async def run(
-    ctx: Any, aggregate: Aggregate[Any], stream_id: str, command: Command, key: Any, request_correlation: uuid.UUID
-) -> dict[str, Any]:
-    result: CommandResult = await ctx.store.execute(
-        aggregate, stream_id, command, correlation_id=request_correlation, idempotency=key
-    )
-    return result.as_json()
-
+FunctionId = EntityId
 
 # --- commands on one function --------------------------------------------------------
 
@@ -100,50 +56,21 @@ async def propose_function(
     body: ProposeRequest, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey
 ) -> dict[str, Any]:
     fields = body.model_dump(exclude={"function_id"})
-    function_id = body.function_id or str(uuid.uuid4())
-    if not _valid_id(function_id):
-        raise InvalidInput("invalid_function_id", "function_id may hold letters, digits and . _ : - (max 100)")
+    function_id = valid_id(body.function_id or new_id(), "function_id")
     command = build_command(domain.ProposeFunction, principal, function_id=function_id, **fields)
-    return await run(ctx, FUNCTION, function_stream(function_id), command, key, _correlation())
-
-
-def _valid_id(value: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value))
-
-
-def _correlation() -> uuid.UUID:
-    import structlog
-
-    value = structlog.contextvars.get_contextvars().get("correlation_id")
-    return uuid.UUID(value) if value else uuid.uuid4()
+    return await run(ctx, FUNCTION, function_stream(function_id), command, key)
 
 
 def _function_route(path: str, command_cls: type[Command], summary: str) -> None:
-    """Register ``POST /functions/{function_id}/<path>`` for one function command."""
-    body_model = command_body(command_cls, exclude=frozenset({"function_id"}), name=command_cls.__name__)
-
-    async def endpoint(
-        function_id: FunctionId,
-        body: BaseModel,  # replaced by the command's body class below
-        ctx: Context,
-        principal: CurrentPrincipal,
-        key: IdempotencyKey,
-    ) -> dict[str, Any]:
-        command = build_command(command_cls, principal, function_id=function_id, **body.model_dump())
-        return await run(ctx, FUNCTION, function_stream(function_id), command, key, _correlation())
-
-    endpoint.__name__ = command_cls.__name__
-    # Annotations are strings under postponed evaluation; hand FastAPI the real body class.
-    endpoint.__annotations__["body"] = body_model
-    router.add_api_route(
+    add_command_route(
+        router,
         f"/functions/{{function_id}}/{path}",
-        endpoint,
-        methods=["POST"],
-        response_model=CommandAccepted,
-        tags=["functions"],
+        command_cls,
+        FUNCTION,
+        function_stream,
+        id_field="function_id",
         summary=summary,
+        tags=["functions"],
     )
 
 
@@ -152,7 +79,7 @@ _function_route("department-review", domain.RecordDepartmentReview, "Record the 
 _function_route("listing", domain.ListFunction, "List the function as transferable (owning department)")
 _function_route("amendments", domain.AmendFunction, "Amend a listed or open function")
 _function_route("opening", domain.OpenForUndertaking, "Open for undertaking with conditions and thresholds")
-_function_route("assignment", domain.AssignFunction, "Assign the open function to a society")
+_function_route("assignment", domain.AssignFunction, "Assign the open function to a recommended society")
 _function_route("transfer", domain.MarkTransferred, "Record that the task agreement is in force")
 _function_route("return", domain.ReturnFunction, "Return the function from its society")
 _function_route("withdrawal", domain.WithdrawFunction, "Withdraw the function")
@@ -260,7 +187,7 @@ async def publish_list(
         entries=entries,
         **body.model_dump(),  # type: ignore[attr-defined]
     )
-    return await run(ctx, FUNCTION_LIST, list_stream(jurisdiction), command, key, _correlation())
+    return await run(ctx, FUNCTION_LIST, list_stream(jurisdiction), command, key)
 
 
 @router.get("/function-lists/{jurisdiction}/versions", tags=["function lists"], summary="Published versions")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from services.registry import api, domain, projections
-from shared.runtime import ServiceDefinition
+from services.registry import api, domain, policies, projections
+from shared.kafka import events_topic
+from shared.runtime import ConsumerSpec, ServiceDefinition
 
 SERVICE = ServiceDefinition(
     name="registry",
@@ -17,4 +18,5 @@ SERVICE = ServiceDefinition(
     migrations=projections.MIGRATIONS,
     router=api.router,
     projector=projections.project,
+    consumers=(ConsumerSpec("registry-capability", [events_topic("capability")], policy=policies.on_capability_event),),
 )

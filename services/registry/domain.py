@@ -22,7 +22,7 @@ from pydantic import (
 
 from shared import jurisdiction as jurisdictions
 from shared.errors import DomainRuleViolated, InvalidInput, NotFound, NotPermitted
-from shared.messages import Command, Event, EventRegistry
+from shared.messages import Aggregate, Command, Event, EventRegistry
 from shared.principal import READ_ONLY_ROLES, Principal, Role
 
 # ---------------------------------------------------------------------------------------
@@ -202,15 +202,39 @@ class FunctionAmended(Event):
 
 
 class FunctionOpened(Event):
-    """The function was opened for societies to undertake, on these conditions."""
+    """The function was opened for societies to undertake, on these conditions.
+
+    It repeats what the function is (jurisdiction, title, category, department) so that
+    other services can open a selection from this one event, without a copy of the rest.
+    """
 
     event_type: ClassVar[str] = "FunctionOpened"
 
     function_id: str
+    jurisdiction: str
+    title: str
+    category: Category
+    sub_kind: SubKind
+    department: str
     qualification_conditions: list[str]
     thresholds: list[Threshold]
     min_applicants: int = Field(ge=1)
     application_deadline: str | None
+
+
+class RecommendationRecorded(Event):
+    """The capability service recommended societies for the open function (遴选推荐).
+
+    Recorded from the capability service's ``SocietiesRecommended`` event; only a
+    recommended society may then be assigned the function.
+    """
+
+    event_type: ClassVar[str] = "RecommendationRecorded"
+
+    function_id: str
+    society_ids: list[str]
+    ranking_version: int
+    justification: str
 
 
 class FunctionAssigned(Event):
@@ -279,6 +303,7 @@ EVENTS = EventRegistry(
     FunctionListed,
     FunctionAmended,
     FunctionOpened,
+    RecommendationRecorded,
     FunctionAssigned,
     FunctionTransferred,
     FunctionReturned,
@@ -320,6 +345,7 @@ class FunctionState(BaseModel):
     society_id: str | None = None
     society_name: str | None = None
     agreement_reference: str | None = None
+    recommended_society_ids: list[str] = Field(default_factory=list)
 
 
 # Fields FunctionAmended may change, with how a stored (JSON) value becomes a state value.
@@ -383,8 +409,11 @@ def evolve_function(state: FunctionState, event: Event) -> FunctionState:
                     "society_id": None,
                     "society_name": None,
                     "agreement_reference": None,
+                    "recommended_society_ids": [],
                 }
             )
+        case RecommendationRecorded():
+            return state.model_copy(update={"recommended_society_ids": list(event.society_ids)})
         case FunctionAssigned():
             return state.model_copy(
                 update={
@@ -527,6 +556,14 @@ class AssignFunction(FunctionCommand):
 
     society_id: str
     society_name: str
+
+
+class RecordRecommendation(FunctionCommand):
+    """Record the capability service's recommendation (issued by the registry's policy)."""
+
+    society_ids: list[str]
+    ranking_version: int
+    justification: str = ""
 
 
 class MarkTransferred(FunctionCommand):
@@ -745,10 +782,29 @@ def _open(state: FunctionState, c: OpenForUndertaking) -> list[Event]:
     return [
         FunctionOpened(
             function_id=c.function_id,
+            jurisdiction=state.jurisdiction,
+            title=state.title,
+            category=state.category,
+            sub_kind=state.sub_kind,
+            department=state.department,
             qualification_conditions=list(c.qualification_conditions),
             thresholds=list(c.thresholds),
             min_applicants=c.min_applicants,
             application_deadline=c.application_deadline,
+        )
+    ]
+
+
+def _record_recommendation(state: FunctionState, c: RecordRecommendation) -> list[Event]:
+    c.issued_by.require_role(Role.SYSTEM)
+    if state.status is not Status.OPEN or state.recommended_society_ids == c.society_ids:
+        return []  # a late or repeated recommendation changes nothing
+    return [
+        RecommendationRecorded(
+            function_id=c.function_id,
+            society_ids=list(c.society_ids),
+            ranking_version=c.ranking_version,
+            justification=c.justification,
         )
     ]
 
@@ -758,6 +814,12 @@ def _assign(state: FunctionState, c: AssignFunction) -> list[Event]:
     if state.status is Status.ASSIGNED and state.society_id == c.society_id:
         return []
     _require_status(state, c, Status.OPEN)
+    if c.society_id not in state.recommended_society_ids:
+        raise DomainRuleViolated(
+            "society_not_recommended",
+            f"society {c.society_id} was not recommended for function {c.function_id}; "
+            f"recommended: {', '.join(state.recommended_society_ids) or 'none yet'}",
+        )
     return [
         FunctionAssigned(
             function_id=c.function_id,
@@ -864,6 +926,8 @@ def decide_function(state: FunctionState, command: Command) -> list[Event]:
             return _amend(state, command)
         case OpenForUndertaking():
             return _open(state, command)
+        case RecordRecommendation():
+            return _record_recommendation(state, command)
         case AssignFunction():
             return _assign(state, command)
         case MarkTransferred():
@@ -953,3 +1017,31 @@ def diff_lists(older: list[ListEntry], newer: list[ListEntry]) -> ListDiff:
         removed=[old[fid] for fid in sorted(old.keys() - new.keys())],
         changed=changed,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Streams: how the service stores and finds each decider's events
+# ---------------------------------------------------------------------------------------
+
+FUNCTION = Aggregate(
+    stream_type="function",
+    initial=initial_function,
+    evolve=evolve_function,
+    decide=decide_function,
+    jurisdiction_of=lambda state, command: state.jurisdiction or command.jurisdiction,
+)
+FUNCTION_LIST = Aggregate(
+    stream_type="function-list",
+    initial=initial_list,
+    evolve=evolve_list,
+    decide=decide_list,
+    jurisdiction_of=lambda state, command: command.jurisdiction,
+)
+
+
+def function_stream(function_id: str) -> str:
+    return f"function-{function_id}"
+
+
+def list_stream(code: str) -> str:
+    return f"function-list-{code}"

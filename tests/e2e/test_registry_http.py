@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import Stack, wait_until
+from tests.e2e.flows import assess, recommend_through_capability, register_society
 
 pytestmark = pytest.mark.stack
 
@@ -78,14 +79,12 @@ def test_a_function_goes_through_its_whole_lifecycle_over_http(stack: Stack) -> 
         post(department, f"/functions/{fid}/department-review", {"reference": "川人社审〔2026〕7号"}).status_code == 200
     )
     assert post(department, f"/functions/{fid}/opening", opening).status_code == 200
-    assert (
-        post(
-            department,
-            f"/functions/{fid}/assignment",
-            {"society_id": "deyang-software-society", "society_name": "德阳市软件行业学会"},
-        ).status_code
-        == 200
-    )
+    assignment = {"society_id": "deyang-software-society", "society_name": "德阳市软件行业学会"}
+    assert_problem(post(department, f"/functions/{fid}/assignment", assignment), 422, "society_not_recommended")
+    register_society(stack, "deyang-software-society", DEYANG, "deyang-cast", name="德阳市软件行业学会")
+    assess(stack, "deyang-software-society", DEYANG, "deyang-cast")
+    recommend_through_capability(stack, fid, "deyang-software-society", DEYANG, "deyang-cast")
+    assert post(department, f"/functions/{fid}/assignment", assignment).status_code == 200
     assert_problem(post(department, f"/functions/{fid}/opening", opening), 422, "invalid_transition")
     assert post(association, f"/functions/{fid}/transfer", {"agreement_reference": "任务书-2026-01"}).status_code == 200
 
@@ -100,6 +99,7 @@ def test_a_function_goes_through_its_whole_lifecycle_over_http(stack: Stack) -> 
         "FunctionListed",
         "DepartmentReviewRecorded",
         "FunctionOpened",
+        "RecommendationRecorded",
         "FunctionAssigned",
         "FunctionTransferred",
     ]

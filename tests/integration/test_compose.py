@@ -286,14 +286,14 @@ def test_the_compose_file_passes(check: Callable[[Compose], list[str]]) -> None:
     assert check(load_compose()) == []
 
 
-def test_both_services_are_deployed_on_their_ports() -> None:
+def test_every_service_is_deployed_on_its_port() -> None:
+    from shared.cli import SERVICES
+
     services = chengneng_services(load_compose())
-    assert {name: _command(svc)[1] for name, svc in services.items()} == {
-        "registry": "registry",
-        "disclosure": "disclosure",
-    }
+    assert {name: _command(svc)[1] for name, svc in services.items()} == {name: name for name in SERVICES}
     assert services["registry"]["ports"] == ["8001:8000"]
     assert services["disclosure"]["ports"] == ["8002:8000"]
+    assert services["capability"]["ports"] == ["8003:8000"]
 
 
 def test_the_settings_include_the_names_compose_uses() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.registry import domain, projections
-from services.registry.api import FUNCTION, FUNCTION_LIST, function_stream, list_stream
+from services.registry.domain import FUNCTION, FUNCTION_LIST, function_stream, list_stream
 from shared import db
 from shared.commands import EventStore
 from shared.principal import Principal, Role

@@ -158,9 +158,16 @@ async def test_an_edited_payload_breaks_the_chain(service_db: ServiceDb) -> None
     await append_in_tx(service_db.pool, "chain", 0, "original")
     conn = await db.connect(service_db.admin_url, service_db.schema)
     try:
-        # A superuser can bypass triggers; the hash still tells.
+        # Replication mode does not bypass the triggers ...
         await conn.execute("SET session_replication_role = replica")
-        await conn.execute("""UPDATE events SET payload = '{"text": "forged"}'""")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute("""UPDATE events SET payload = '{"text": "forged"}'""")
+        await conn.execute("RESET session_replication_role")
+        # ... but a superuser who drops the guard on purpose can edit a row: the hash still tells.
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only_rows")
+            await conn.execute("""UPDATE events SET payload = '{"text": "forged"}'""")
+            await conn.execute("ALTER TABLE events ENABLE ALWAYS TRIGGER events_append_only_rows")
     finally:
         await conn.close()
     (event,) = await store.read_stream(service_db.pool, "chain")

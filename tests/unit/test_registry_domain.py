@@ -19,6 +19,7 @@ from services.registry.domain import (
     DepartmentReviewRecorded,
     EntrustmentMode,
     FunctionAmended,
+    FunctionAssigned,
     FunctionCommand,
     FunctionListPublished,
     FunctionListState,
@@ -31,7 +32,9 @@ from services.registry.domain import (
     OpenForUndertaking,
     ProposeFunction,
     PublishFunctionList,
+    RecommendationRecorded,
     RecordDepartmentReview,
+    RecordRecommendation,
     ReturnFunction,
     Scope,
     StartConsultation,
@@ -55,6 +58,7 @@ from shared.errors import (
     NotFound,
     NotPermitted,
 )
+from shared.jurisdiction import CENTRAL
 from shared.messages import Command, Event
 from shared.principal import Principal, Role
 
@@ -85,6 +89,13 @@ PUBLIC = who(Role.PUBLIC, "anyone")
 PROVINCE_ASSOCIATION = who(Role.ASSOCIATION, "sichuan-association", SICHUAN)
 NEIGHBOUR_ASSOCIATION = who(Role.ASSOCIATION, "mianyang-association", MIANYANG)
 NEIGHBOUR_DEPT = who(Role.DEPARTMENT, "dept-science", MIANYANG)
+# the capability service's policy, recording its recommendation on the registry
+SYSTEM = Principal(
+    subject="capability-policy",
+    organisation="chengneng.capability",
+    role=Role.SYSTEM,
+    jurisdiction=CENTRAL,
+)
 
 ALL_PRINCIPALS = [
     ASSOCIATION,
@@ -98,6 +109,7 @@ ALL_PRINCIPALS = [
     PROVINCE_ASSOCIATION,
     NEIGHBOUR_ASSOCIATION,
     NEIGHBOUR_DEPT,
+    SYSTEM,
 ]
 
 
@@ -155,6 +167,21 @@ def opened() -> FunctionState:
     return run(cmd(OpenForUndertaking, OWNING_DEPT), state=listed())
 
 
+def recommend(*society_ids: str, by: Principal = SYSTEM, version: int = 1) -> RecordRecommendation:
+    return cmd(
+        RecordRecommendation,
+        by,
+        society_ids=list(society_ids),
+        ranking_version=version,
+        justification="ranked by capability score",
+    )
+
+
+def recommended() -> FunctionState:
+    """Open, with both societies recommended by the capability service."""
+    return run(recommend(PROPOSER.organisation, OTHER_SOCIETY.organisation), state=opened())
+
+
 def assigned() -> FunctionState:
     return run(
         cmd(
@@ -163,7 +190,7 @@ def assigned() -> FunctionState:
             society_id=PROPOSER.organisation,
             society_name="Mechanical Engineering Society",
         ),
-        state=opened(),
+        state=recommended(),
     )
 
 
@@ -246,6 +273,7 @@ def _every_function_command(by: Principal) -> list[Command]:
         cmd(ListFunction, by),
         cmd(AmendFunction, by, changes={"title": "New"}, reason="clarity"),
         cmd(OpenForUndertaking, by),
+        recommend("s", by=by),
         cmd(AssignFunction, by, society_id="s", society_name="S"),
         cmd(MarkTransferred, by, agreement_reference="A-1"),
         cmd(ReturnFunction, by, reason="r"),
@@ -255,7 +283,7 @@ def _every_function_command(by: Principal) -> list[Command]:
 
 
 @pytest.mark.parametrize("reader", [PUBLIC, AUDITOR], ids=["public", "auditor"])
-@pytest.mark.parametrize("state_of", [initial_function, listed, opened, assigned])
+@pytest.mark.parametrize("state_of", [initial_function, listed, opened, recommended, assigned])
 def test_public_cannot_issue_any_command(reader: Principal, state_of: Callable[[], FunctionState]) -> None:
     state = state_of()
     for command in _every_function_command(reader):
@@ -475,6 +503,72 @@ def test_function_is_assigned_only_when_open() -> None:
     assert "listed" in error.detail and "AssignFunction" in error.detail
 
 
+def test_assignment_to_a_society_not_recommended_is_refused() -> None:
+    assign = cmd(AssignFunction, ASSOCIATION, society_id=PROPOSER.organisation, society_name="M")
+    error = refused(opened(), assign)
+    assert isinstance(error, DomainRuleViolated)
+    assert error.code == "society_not_recommended"
+    assert "none yet" in error.detail
+    state = run(recommend(OTHER_SOCIETY.organisation), state=opened())
+    error = refused(state, assign)
+    assert error.code == "society_not_recommended"
+    assert OTHER_SOCIETY.organisation in error.detail
+    other = cmd(AssignFunction, ASSOCIATION, society_id=OTHER_SOCIETY.organisation, society_name="C")
+    after = run(other, state=state)
+    assert after.status is Status.ASSIGNED
+    assert after.society_id == OTHER_SOCIETY.organisation
+
+
+def test_only_the_system_records_a_recommendation() -> None:
+    state = opened()
+    for outsider in (ASSOCIATION, OWNING_DEPT, OTHER_DEPT, PROPOSER, OTHER_SOCIETY, EVALUATOR, PROVINCE_ASSOCIATION):
+        error = refused(state, recommend(PROPOSER.organisation, by=outsider))
+        assert isinstance(error, NotPermitted)
+        assert error.code == "role_not_permitted"
+    [event] = decide_function(state, recommend(PROPOSER.organisation, OTHER_SOCIETY.organisation, version=3))
+    assert isinstance(event, RecommendationRecorded)
+    assert event.function_id == FID
+    assert event.society_ids == [PROPOSER.organisation, OTHER_SOCIETY.organisation]
+    assert event.ranking_version == 3
+    assert event.justification == "ranked by capability score"
+    after = fold([event], state)
+    assert after.status is Status.OPEN
+    assert after.recommended_society_ids == [PROPOSER.organisation, OTHER_SOCIETY.organisation]
+
+
+def test_recording_the_same_recommendation_twice_records_nothing() -> None:
+    state = recommended()
+    same = recommend(PROPOSER.organisation, OTHER_SOCIETY.organisation, version=2)
+    assert decide_function(state, same) == []
+    narrower = recommend(OTHER_SOCIETY.organisation, version=2)
+    after = run(narrower, state=state)
+    assert after.recommended_society_ids == [OTHER_SOCIETY.organisation]
+    assign = cmd(AssignFunction, ASSOCIATION, society_id=PROPOSER.organisation, society_name="M")
+    assert refused(after, assign).code == "society_not_recommended"
+
+
+def test_reopening_clears_the_previous_recommendation() -> None:
+    returned = run(cmd(ReturnFunction, PROPOSER, reason="lacks staff"), state=assigned())
+    reopened = run(cmd(OpenForUndertaking, OWNING_DEPT), state=returned)
+    assert reopened.status is Status.OPEN
+    assert reopened.recommended_society_ids == []
+    again = cmd(AssignFunction, ASSOCIATION, society_id=OTHER_SOCIETY.organisation, society_name="C")
+    assert refused(reopened, again).code == "society_not_recommended"
+    fresh = run(recommend(OTHER_SOCIETY.organisation, version=2), state=reopened)
+    assert run(again, state=fresh).society_id == OTHER_SOCIETY.organisation
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s is not Status.OPEN])
+def test_a_late_recommendation_for_a_function_no_longer_open_changes_nothing(
+    status: Status,
+) -> None:
+    state = _state_in(status)
+    late = recommend(OTHER_SOCIETY.organisation, version=7)
+    assert decide_function(state, late) == []
+    # the role is still checked: only a late recommendation is shrugged off
+    assert refused(state, recommend(OTHER_SOCIETY.organisation, by=ASSOCIATION)).code == "role_not_permitted"
+
+
 def test_assigning_the_same_society_again_records_nothing() -> None:
     again = cmd(AssignFunction, OWNING_DEPT, society_id=PROPOSER.organisation, society_name="M")
     assert decide_function(assigned(), again) == []
@@ -581,6 +675,7 @@ def test_qualification_function_goes_from_proposal_to_transfer_and_back() -> Non
             ),
             Status.OPEN,
         ),
+        (recommend(PROPOSER.organisation, OTHER_SOCIETY.organisation), Status.OPEN),
         (
             cmd(
                 AssignFunction,
@@ -611,6 +706,7 @@ def test_qualification_function_goes_from_proposal_to_transfer_and_back() -> Non
         assert state.status is expected
     assert state.scope is Scope.WHOLE
     assert state.review_reference == "DR-7"
+    assert state.recommended_society_ids == []  # re-opened after the return
     stored = [(e.event_type, e.schema_version, e.model_dump(mode="json")) for e in history]
     assert fold([EVENTS.decode(*row) for row in stored]) == state
 
@@ -804,6 +900,21 @@ BUILDERS: dict[str, Builder] = {
         reason="r",
     ),
     "open": lambda p, d: cmd(OpenForUndertaking, p, min_applicants=d.draw(st.sampled_from([1, 1, 1, 2, 0]))),
+    "recommend": lambda p, d: cmd(
+        RecordRecommendation,
+        p,
+        society_ids=d.draw(
+            st.sampled_from(
+                [
+                    [PROPOSER.organisation],
+                    [OTHER_SOCIETY.organisation],
+                    [PROPOSER.organisation, OTHER_SOCIETY.organisation],
+                    [],
+                ]
+            )
+        ),
+        ranking_version=d.draw(st.integers(1, 3)),
+    ),
     "assign": lambda p, d: cmd(
         AssignFunction,
         p,
@@ -822,7 +933,7 @@ LIKELY_NEXT: dict[Status | None, list[str]] = {
     Status.PROPOSED: ["consult", "review", "list"],
     Status.IN_CONSULTATION: ["review", "list"],
     Status.LISTED: ["review", "open", "amend"],
-    Status.OPEN: ["assign", "amend"],
+    Status.OPEN: ["recommend", "assign", "assign", "amend"],
     Status.ASSIGNED: ["transfer", "return"],
     Status.TRANSFERRED: ["return", "withdraw"],
     Status.RETURNED: ["open", "delist"],
@@ -836,12 +947,21 @@ LIKELY_ACTORS: dict[str, list[Principal]] = {
     "list": [OWNING_DEPT],
     "amend": [OWNING_DEPT, ASSOCIATION],
     "open": [OWNING_DEPT],
+    "recommend": [SYSTEM],
     "assign": [OWNING_DEPT, ASSOCIATION],
     "transfer": [OWNING_DEPT, ASSOCIATION],
     "return": [PROPOSER, ASSOCIATION, OWNING_DEPT],
     "withdraw": [OWNING_DEPT, PROPOSER],
     "delist": [OWNING_DEPT],
 }
+
+
+def _likely_next(state: FunctionState) -> list[str]:
+    # an open function is assigned only after a recommendation, so ask for one first
+    if state.status is Status.OPEN and not state.recommended_society_ids:
+        return ["recommend", "recommend", "amend"]
+    return LIKELY_NEXT[state.status]
+
 
 KNOWN_CODES = {
     "read_only_role",
@@ -858,6 +978,7 @@ KNOWN_CODES = {
     "department_review_required",
     "unknown_field",
     "invalid_min_applicants",
+    "society_not_recommended",
 }
 
 
@@ -867,7 +988,7 @@ def _state_in(status: Status) -> FunctionState:
         Status.PROPOSED: lambda: run(propose()),
         Status.IN_CONSULTATION: lambda: run(propose(), cmd(StartConsultation, ASSOCIATION)),
         Status.LISTED: listed,
-        Status.OPEN: opened,
+        Status.OPEN: recommended,
         Status.ASSIGNED: assigned,
         Status.TRANSFERRED: lambda: run(
             cmd(MarkTransferred, ASSOCIATION, agreement_reference="TA-1"),
@@ -892,6 +1013,7 @@ def test_no_command_moves_a_function_along_a_transition_the_lifecycle_lacks(
             cmd(RecordDepartmentReview, actor, reference="R-9"),
             cmd(ListFunction, actor),
             cmd(OpenForUndertaking, actor, min_applicants=2),
+            recommend("society-chemical", version=9),
             cmd(AssignFunction, actor, society_id="society-chemical", society_name="C"),
             cmd(MarkTransferred, actor, agreement_reference="TA-9"),
             cmd(ReturnFunction, actor, reason="r"),
@@ -914,7 +1036,7 @@ def test_any_command_sequence_replays_to_the_state_the_decider_saw(
     live = initial_function()
     replayed = initial_function()  # built only from events as stored and read back
     for _ in range(data.draw(st.integers(1, 30))):
-        kind = data.draw(st.sampled_from(LIKELY_NEXT[live.status] * 4 + list(BUILDERS)))
+        kind = data.draw(st.sampled_from(_likely_next(live) * 4 + list(BUILDERS)))
         actor = data.draw(st.sampled_from(LIKELY_ACTORS[kind] * 6 + ALL_PRINCIPALS))
         command = BUILDERS[kind](actor, data)
         try:
@@ -924,6 +1046,8 @@ def test_any_command_sequence_replays_to_the_state_the_decider_saw(
             continue
         for event in events:
             before = live.status
+            if isinstance(event, FunctionAssigned):
+                assert event.society_id in live.recommended_society_ids
             live = evolve_function(live, event)
             assert live.status == before or live.status in ALLOWED[before]
             row = (
@@ -975,6 +1099,7 @@ def test_every_event_type_is_registered_for_decoding() -> None:
         "FunctionListed",
         "FunctionAmended",
         "FunctionOpened",
+        "RecommendationRecorded",
         "FunctionAssigned",
         "FunctionTransferred",
         "FunctionReturned",
