@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         validation_alias="CHENGNENG_TOPIC_REPLICATION",
         description="Replication factor of created topics: 1 for one broker, 3 for a production cluster.",
     )
+    deadline_check_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="CHENGNENG_DEADLINE_CHECK_INTERVAL_S",
+        description="How often the deadline processor looks for milestones and rectifications past due.",
+    )
     log_level: str = Field(default="info", validation_alias="CHENGNENG_LOG_LEVEL")
     max_body_bytes: int = Field(default=1_048_576, validation_alias="CHENGNENG_MAX_BODY_BYTES")
 

@@ -510,6 +510,8 @@ class AssessmentRecord(BaseModel):
     supersedes: str | None
     reason: str
     superseded_by: str | None = None
+    sequence: int = 0
+    """1 for the society's first assessment, 2 for the next: the order they were recorded in."""
 
 
 class SurveyAnswer(BaseModel):
@@ -563,11 +565,13 @@ class SocietyState(BaseModel):
     functions_undertaken: list[str] = Field(default_factory=list)
 
     def current_assessment(self) -> AssessmentRecord | None:
-        """The latest recorded assessment that no later one supersedes."""
-        for record in reversed(self.assessments.values()):
-            if record.superseded_by is None:
-                return record
-        return None
+        """The latest recorded assessment that no later one supersedes.
+
+        Chosen by ``sequence``, not by dict order: stored state goes through jsonb, which
+        does not keep key order.
+        """
+        current = [r for r in self.assessments.values() if r.superseded_by is None]
+        return max(current, key=lambda r: r.sequence) if current else None
 
 
 def initial_society() -> SocietyState:
@@ -641,6 +645,7 @@ def evolve_society(state: SocietyState, event: Event) -> SocietyState:
                 evaluation_grade=event.evaluation_grade,
                 supersedes=event.supersedes,
                 reason=event.reason,
+                sequence=len(state.assessments) + 1,
             )
             return state.model_copy(update={"assessments": assessments})
         case SocietyClassified():
@@ -1629,15 +1634,21 @@ def _compute_ranking(state: SelectionState, c: ComputeRanking) -> list[Event]:
     c.issued_by.require_role(Role.ASSOCIATION)
     _require_open(state, c)
     ids = [s.society_id for s in c.snapshots]
-    if len(set(ids)) != len(ids) or set(ids) != set(state.applicants):
+    if len(set(ids)) != len(ids) or not set(ids) <= set(state.applicants):
         raise DomainRuleViolated(
             "snapshot_mismatch",
-            "supply exactly one snapshot for each applicant",
+            "supply at most one snapshot for each applicant, and none for anyone else",
             applicants=list(state.applicants),
             snapshots=ids,
         )
     by_id = {s.society_id: s for s in c.snapshots}
-    inputs = [by_id[a] for a in state.applicants]
+    inputs = [by_id[a] for a in state.applicants if a in by_id]
+    # An applicant with no society record (never registered) is excluded, never silently dropped.
+    unregistered = [
+        Exclusion(society_id=a, code="not_registered", reason=f"{a} has no society record with the association")
+        for a in state.applicants
+        if a not in by_id
+    ]
     fresh = state.ranking is not None and not state.applications_changed_since_ranking
     if fresh and state.ranking is not None and state.ranking.inputs == inputs:
         return []
@@ -1647,7 +1658,7 @@ def _compute_ranking(state: SelectionState, c: ComputeRanking) -> list[Event]:
             function_id=c.function_id,
             method=ranking.method,
             candidates=ranking.candidates,
-            exclusions=ranking.exclusions,
+            exclusions=[*ranking.exclusions, *unregistered],
             manual_checks=ranking.manual_checks,
             eligible_count=ranking.eligible_count,
             min_applicants=state.min_applicants,

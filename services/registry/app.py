@@ -18,5 +18,8 @@ SERVICE = ServiceDefinition(
     migrations=projections.MIGRATIONS,
     router=api.router,
     projector=projections.project,
-    consumers=(ConsumerSpec("registry-capability", [events_topic("capability")], policy=policies.on_capability_event),),
+    consumers=(
+        ConsumerSpec("registry-capability", [events_topic("capability")], policy=policies.on_capability_event),
+        ConsumerSpec("registry-supervision", [events_topic("supervision")], policy=policies.on_supervision_event),
+    ),
 )

@@ -238,13 +238,22 @@ class RecommendationRecorded(Event):
 
 
 class FunctionAssigned(Event):
-    """A society was chosen to undertake the function."""
+    """A society was chosen to undertake the function.
+
+    Like ``FunctionOpened`` it repeats what the function is, so that the supervision
+    service can open the pilot-project case from this one event.
+    """
 
     event_type: ClassVar[str] = "FunctionAssigned"
 
     function_id: str
     society_id: str
     society_name: str
+    jurisdiction: str
+    title: str
+    category: Category
+    sub_kind: SubKind
+    department: str
 
 
 class FunctionTransferred(Event):
@@ -825,12 +834,19 @@ def _assign(state: FunctionState, c: AssignFunction) -> list[Event]:
             function_id=c.function_id,
             society_id=c.society_id,
             society_name=c.society_name,
+            jurisdiction=state.jurisdiction,
+            title=state.title,
+            category=state.category,
+            sub_kind=state.sub_kind,
+            department=state.department,
         )
     ]
 
 
 def _mark_transferred(state: FunctionState, c: MarkTransferred) -> list[Event]:
-    _require_owner_or_association(state, c.issued_by)
+    # The supervision service's policy (system) marks it when the task agreement takes effect.
+    if c.issued_by.role is not Role.SYSTEM:
+        _require_owner_or_association(state, c.issued_by)
     if state.status is Status.TRANSFERRED and state.agreement_reference == c.agreement_reference:
         return []
     _require_status(state, c, Status.ASSIGNED)
@@ -845,7 +861,8 @@ def _mark_transferred(state: FunctionState, c: MarkTransferred) -> list[Event]:
 
 def _return(state: FunctionState, c: ReturnFunction) -> list[Event]:
     p = c.issued_by
-    p.require_role(Role.ASSOCIATION, Role.DEPARTMENT, Role.SOCIETY)
+    # SYSTEM: the registry's policy returns it when supervision terminates the project.
+    p.require_role(Role.ASSOCIATION, Role.DEPARTMENT, Role.SOCIETY, Role.SYSTEM)
     if p.role is Role.DEPARTMENT:
         _require_owning_department(state, p)
     elif p.role is Role.SOCIETY and p.organisation != state.society_id:

@@ -1,11 +1,12 @@
 """Reactions of the registry to other services' events (pure: event in, commands out).
 
 - capability ``SocietiesRecommended`` → ``RecordRecommendation`` on the function, so that
-  only a recommended society can be assigned (the registry learns it from the event,
-  never by calling the capability service).
+  only a recommended society can be assigned;
+- supervision ``AgreementTookEffect`` → ``MarkTransferred`` (the tripartite task agreement
+  is signed by all three parties: the function is now transferred);
+- supervision ``ProjectTerminated`` → ``ReturnFunction`` (the function comes back).
 
-Later: supervision's task-agreement and termination events become ``MarkTransferred``
-and ``ReturnFunction``.
+The registry learns these facts from the events only, never by calling another service.
 """
 
 from __future__ import annotations
@@ -30,4 +31,28 @@ def on_capability_event(event: IncomingEvent) -> list[Reaction]:
         ranking_version=int(data["ranking_version"]),
         justification=data.get("justification", ""),
     )
+    return [Reaction(domain.FUNCTION, domain.function_stream(data["function_id"]), command, if_exists=True)]
+
+
+def on_supervision_event(event: IncomingEvent) -> list[Reaction]:
+    """Map one supervision event to the registry's reactions."""
+    data = event.data
+    command: domain.FunctionCommand
+    match event.event_type:
+        case "AgreementTookEffect":
+            command = domain.MarkTransferred(
+                issued_by=ACTOR,
+                issued_at=event.time,
+                function_id=data["function_id"],
+                agreement_reference=data["agreement_reference"],
+            )
+        case "ProjectTerminated":
+            command = domain.ReturnFunction(
+                issued_by=ACTOR,
+                issued_at=event.time,
+                function_id=data["function_id"],
+                reason=f"project {data['project_id']} terminated: {data.get('reason', '')}".strip(),
+            )
+        case _:
+            return []
     return [Reaction(domain.FUNCTION, domain.function_stream(data["function_id"]), command, if_exists=True)]

@@ -20,6 +20,7 @@ from services.capability.domain import (
     AnswerSurvey,
     ApplicationSubmitted,
     AssessCapability,
+    AssessmentRecord,
     CandidateScore,
     CapabilityAssessed,
     ClassifySociety,
@@ -676,13 +677,21 @@ def test_withdrawal_removes_the_applicant_and_is_idempotent() -> None:
 
 @pytest.mark.parametrize(
     "ids",
-    [[SID], [SID, "society-chemical", "society-civil"], [SID, SID, "society-chemical"], []],
-    ids=["missing", "extra", "duplicate", "none"],
+    [[SID, "society-chemical", "society-civil"], [SID, SID, "society-chemical"]],
+    ids=["extra", "duplicate"],
 )
-def test_ranking_needs_exactly_one_snapshot_per_applicant(ids: list[str]) -> None:
+def test_ranking_takes_at_most_one_snapshot_per_applicant(ids: list[str]) -> None:
     state = with_applicants(SOCIETY, OTHER_SOCIETY)
     command = selcmd(ComputeRanking, ASSOCIATION, snapshots=[snap(i) for i in ids])
     assert refused(decide_selection, state, command).code == "snapshot_mismatch"
+
+
+def test_an_applicant_without_a_society_record_is_excluded_with_its_reason() -> None:
+    state = with_applicants(SOCIETY, OTHER_SOCIETY)
+    (event,) = decide_selection(state, selcmd(ComputeRanking, ASSOCIATION, snapshots=[snap(SID)]))
+    assert isinstance(event, RankingComputed)
+    assert [c.society_id for c in event.candidates] == [SID]
+    assert [(e.society_id, e.code) for e in event.exclusions] == [("society-chemical", "not_registered")]
 
 
 def test_recomputing_the_same_ranking_records_nothing() -> None:
@@ -1375,3 +1384,22 @@ def test_ranking_event_survives_storage_with_exact_decimals() -> None:
         Exclusion(society_id="s", code="c", reason="r").model_dump_json()
     )
     assert isinstance(_stored_and_read_back(SelectionClosed(function_id=FID, reason="r")), SelectionClosed)
+
+
+def test_the_current_assessment_is_the_latest_recorded_whatever_the_stored_key_order() -> None:
+    first = AssessmentRecord(
+        assessment_id="zz-first",
+        assessor_org="deyang-cast",
+        assessor_role=Role.ASSOCIATION,
+        scores={s: 50.0 for s in Standard},
+        evidence=["e"],
+        evaluation_grade=None,
+        supersedes=None,
+        reason="",
+        sequence=1,
+    )
+    second = first.model_copy(update={"assessment_id": "aa-second", "sequence": 2})
+    # jsonb hands keys back sorted, not in the order they were recorded
+    state = SocietyState(assessments={"aa-second": second, "zz-first": first})
+    current = state.current_assessment()
+    assert current is not None and current.assessment_id == "aa-second"
