@@ -25,15 +25,21 @@ schemas_app = typer.Typer(help="JSON Schemas of the events, generated from the c
 app.add_typer(token_app, name="token")
 app.add_typer(schemas_app, name="schemas")
 
-SERVICES = ("registry", "capability", "disclosure")
+SERVICES = ("registry", "capability", "supervision", "disclosure")
 """Every service, in start order; each is ``services/<name>/app.py:SERVICE``."""
+
+PROCESSORS = {"deadlines": "services.supervision.deadlines"}
+"""Stream processors (faust workers), each a process of its own with a ``/health`` page."""
+
+PROCESSES = (*SERVICES, *PROCESSORS)
+"""Everything `up` starts, in order."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_service(name: str):  # type: ignore[no-untyped-def]
     if name not in SERVICES:
-        raise typer.BadParameter(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+        raise typer.BadParameter(f"unknown service {name!r}; choose from {', '.join(PROCESSES)}")
     return importlib.import_module(f"services.{name}.app").SERVICE
 
 
@@ -107,7 +113,7 @@ def up(
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CHENGNENG_TOKEN_PUBLIC_KEY": str(settings.public_key_path.resolve()),
         }
-        ports = {name: embedded.stable_port(state, name) for name in SERVICES}
+        ports = {name: embedded.stable_port(state, name) for name in PROCESSES}
 
         def spawn(name: str) -> subprocess.Popen[bytes]:
             log_file = open(state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -119,7 +125,7 @@ def up(
                 start_new_session=True,
             )
 
-        for name in SERVICES:
+        for name in PROCESSES:
             typer.echo(f"starting {name} ...")
             children[name] = spawn(name)
         _wait_healthy(children, ports, state, lambda: stopping)
@@ -130,7 +136,8 @@ def up(
         typer.echo("")
         typer.secho(f"chengneng is running (home {state})", bold=True)
         for name, url in urls.items():
-            typer.echo(f"  {name:<12} {url}   (API docs {url}/docs)")
+            what = f"(API docs {url}/docs)" if name in SERVICES else "(stream processor; health at /health)"
+            typer.echo(f"  {name:<12} {url}   {what}")
         typer.echo(f"  {'kafka':<12} {bootstrap}")
         typer.echo(f"  {'database':<12} {db_url}")
         typer.echo(f"  {'logs':<12} {state / 'logs'}")
@@ -193,7 +200,7 @@ def _wait_healthy(
 
 @app.command()
 def serve(
-    name: Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")],
+    name: Annotated[str, typer.Argument(help=f"one of {', '.join(PROCESSES)}")],
     port: Annotated[int, typer.Option(help="HTTP port [env CHENGNENG_HTTP_PORT]")] = 0,
 ) -> None:
     """Run one service in the foreground (what `up` and the containers run)."""
@@ -202,12 +209,14 @@ def serve(
 
     settings = Settings()
     chengneng_logging.configure(settings.log_level, service=name)
-    definition = load_service(name)
     chosen = port or settings.http_port
     if not chosen:
         raise fail("give --port or CHENGNENG_HTTP_PORT", 2)
     try:
-        run_service(definition, settings, chosen)
+        if name in PROCESSORS:
+            importlib.import_module(PROCESSORS[name]).run(settings, chosen)
+        else:
+            run_service(load_service(name), settings, chosen)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             raise fail(exc.code, 2) from exc

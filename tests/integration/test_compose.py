@@ -233,7 +233,9 @@ def build_problems(compose: Compose, root: Path = ROOT) -> list[str]:
 
 def command_problems(compose: Compose, root: Path = ROOT) -> list[str]:
     problems = []
-    available = {p.parent.name for p in (root / "services").glob("*/__init__.py")}
+    from shared.cli import PROCESSORS
+
+    available = {p.parent.name for p in (root / "services").glob("*/__init__.py")} | set(PROCESSORS)
     for name, service in chengneng_services(compose).items():
         cmd = _command(service)
         if cmd[:1] != ["serve"] or len(cmd) < 2:
@@ -287,13 +289,15 @@ def test_the_compose_file_passes(check: Callable[[Compose], list[str]]) -> None:
 
 
 def test_every_service_is_deployed_on_its_port() -> None:
-    from shared.cli import SERVICES
+    from shared.cli import PROCESSES
 
     services = chengneng_services(load_compose())
-    assert {name: _command(svc)[1] for name, svc in services.items()} == {name: name for name in SERVICES}
+    assert {name: _command(svc)[1] for name, svc in services.items()} == {name: name for name in PROCESSES}
     assert services["registry"]["ports"] == ["8001:8000"]
     assert services["disclosure"]["ports"] == ["8002:8000"]
     assert services["capability"]["ports"] == ["8003:8000"]
+    assert services["supervision"]["ports"] == ["8004:8000"]
+    assert services["deadlines"]["ports"] == ["8005:8000"]
 
 
 def test_the_settings_include_the_names_compose_uses() -> None:
