@@ -16,7 +16,9 @@ broker), so "the topic exists" alone does not prove the broker kept it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -26,6 +28,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
 from shared import kafka, store
+from shared.envelope import Envelope
 from shared.resilience import keep_running
 
 log = structlog.get_logger(__name__)
@@ -58,13 +61,16 @@ class Relay:
         topic_check_interval_s: float = 2.0,
         partitions: int = kafka.DEFAULT_PARTITIONS,
         replication: int = 1,
+        topic: str | None = None,
+        mapper: Callable[[Envelope], kafka.OutgoingMessage] | None = None,
     ) -> None:
         self.service = service
         self.pool = pool
         self.dsn = dsn
         self.schema = schema
         self.bootstrap = bootstrap
-        self.topic = kafka.events_topic(service)
+        self.topic = topic or kafka.events_topic(service)
+        self.mapper = mapper or functools.partial(kafka.to_message, service)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.topic_check_interval_s = topic_check_interval_s
@@ -154,7 +160,7 @@ class Relay:
         self.caught_up.clear()
         futures = []
         for envelope in batch:
-            message = kafka.to_message(self.service, envelope)
+            message = self.mapper(envelope)
             futures.append(
                 await producer.send(
                     self.topic,

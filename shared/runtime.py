@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from shared import db
 from shared.auth import load_public_key
 from shared.commands import EventStore, Projector
 from shared.consumer import Handler, InboxConsumer
+from shared.envelope import Envelope
 from shared.http import (
     PROBLEM_RESPONSES,
     RequestContextMiddleware,
@@ -28,6 +29,7 @@ from shared.http import (
     install_error_handlers,
     problem_schema,
 )
+from shared.kafka import OutgoingMessage
 from shared.messages import EventRegistry
 from shared.policies import Policy, policy_handler
 from shared.relay import Relay
@@ -71,6 +73,10 @@ class ServiceDefinition:
     projector: Projector | None = None
     consumers: Sequence[ConsumerSpec] = field(default_factory=tuple)
     publishes: bool = True
+    topic: str | None = None
+    """Where the relay publishes; default ``chengneng.<name>.events``."""
+    message_mapper: Callable[[Envelope], OutgoingMessage] | None = None
+    """How a stored event becomes a Kafka record; default the internal CloudEvent mapping."""
 
 
 def service_context(request: Request) -> ServiceContext:
@@ -118,6 +124,8 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
                 topic_check_interval_s=settings.topic_check_interval_s,
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,
+                topic=definition.topic,
+                mapper=definition.message_mapper,
             )
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(), name=f"{definition.name}-relay"))

@@ -24,7 +24,7 @@ from shared.errors import ConcurrencyConflict
 from shared.messages import Event
 from shared.principal import Principal, Role
 
-_COLUMNS = """position, stream_id, stream_type, stream_version, event_id, event_type,
+COLUMNS = """position, stream_id, stream_type, stream_version, event_id, event_type,
     schema_version, occurred_at, recorded_at, actor_subject, actor_org, actor_role,
     actor_jurisdiction, jurisdiction, correlation_id, causation_id, payload, prev_hash, hash"""
 
@@ -170,7 +170,7 @@ def _with_position(env: Envelope, position: int, recorded_at: datetime) -> Envel
 
 
 async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
     return [envelope_from_record(r) for r in rows]
 
 
@@ -181,7 +181,7 @@ async def read_after(conn: Connection | asyncpg.Pool, position: int, limit: int)
     took an earlier position but commits later is still delivered, in order.
     """
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND {_VISIBLE} ORDER BY position LIMIT $2",
+        f"SELECT {COLUMNS} FROM events WHERE position > $1 AND {_VISIBLE} ORDER BY position LIMIT $2",
         position,
         limit,
     )

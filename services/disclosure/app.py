@@ -1,19 +1,27 @@
-"""Wiring of the disclosure service (信息公开), first slice."""
+"""Wiring of the public disclosure service (信息公开): policy, public topic, API, feeds, portal."""
 
 from __future__ import annotations
 
-from services.disclosure import api, projections
+from services.disclosure import api, domain, policies, projections
 from shared.kafka import events_topic
-from shared.messages import EventRegistry
 from shared.runtime import ConsumerSpec, ServiceDefinition
 
 SERVICE = ServiceDefinition(
     name="disclosure",
     title="chengneng public disclosure",
-    description="Public, token-free views of what the other services disclose (信息公开).",
-    events=EventRegistry(),
+    description=(
+        "What the public may see (信息公开): every fact the disclosure policy lets through from the "
+        "registry, the capability service and supervision, as JSON, Atom and Server-Sent Events, "
+        "and on the public topic chengneng.disclosure.public. No token needed."
+    ),
+    events=domain.EVENTS,
     migrations=projections.MIGRATIONS,
     router=api.router,
-    consumers=(ConsumerSpec("disclosure-registry", [events_topic("registry")], projections.apply_registry_event),),
-    publishes=False,
+    projector=projections.project,
+    consumers=tuple(
+        ConsumerSpec(f"disclosure-{service}", [events_topic(service)], policy=policies.on_internal_event)
+        for service in ("registry", "capability", "supervision")
+    ),
+    topic=domain.PUBLIC_TOPIC,
+    message_mapper=domain.public_message,
 )

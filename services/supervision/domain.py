@@ -338,7 +338,11 @@ class AgreementSigned(Event):
 
 
 class AgreementTookEffect(Event):
-    """All three parties signed ``version``: it is now the agreement in force."""
+    """All three parties signed ``version``: it is now the agreement in force.
+
+    It repeats the terms that the public and other services need (goals, key tasks,
+    milestones, indicators, funding), so that they can act on this one event.
+    """
 
     event_type: ClassVar[str] = "AgreementTookEffect"
 
@@ -347,6 +351,11 @@ class AgreementTookEffect(Event):
     society_id: str
     version: int
     agreement_reference: str
+    goals: list[str]
+    key_tasks: list[str]
+    milestones: list[Milestone]
+    indicators: list[Indicator]
+    funding: list[FundingSource]
 
 
 class PhaseChanged(Event):
@@ -1807,6 +1816,11 @@ def _sign_agreement(state: CaseState, c: SignAgreement) -> list[Event]:
                 society_id=state.society_id,
                 version=c.version,
                 agreement_reference=f"{c.project_id}/v{c.version}",
+                goals=list(draft.goals),
+                key_tasks=list(draft.key_tasks),
+                milestones=list(draft.milestones),
+                indicators=list(draft.indicators),
+                funding=list(draft.funding),
             )
         )
     return events

@@ -1,4 +1,4 @@
-"""The disclosure consumer on a real PostgreSQL: duplicates and early events change nothing."""
+"""The disclosure consumer on a real PostgreSQL: the policy decides, duplicates change nothing."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.disclosure import projections
+from services.disclosure import domain, policies, projections
 from services.registry import domain as registry
 from shared import db, kafka
-from shared.consumer import InboxConsumer, OutOfOrder
+from shared.commands import EventStore
+from shared.consumer import InboxConsumer
 from shared.envelope import Envelope
 from shared.kafka import IncomingEvent
 from shared.messages import Event
+from shared.policies import policy_handler
 from shared.principal import Principal, Role
 
 DEPT = Principal(subject="clerk", organisation="deyang-sci", role=Role.DEPARTMENT, jurisdiction="510600")
@@ -25,9 +27,12 @@ async def consumer(pg_admin_url: str) -> AsyncIterator[InboxConsumer]:
     schema = "d" + uuid.uuid4().hex[:10]
     await db.migrate(pg_admin_url, schema, projections.MIGRATIONS)
     pool = await db.create_pool(db.app_url(pg_admin_url, schema, None), schema)
+    store = EventStore(pool, domain.EVENTS, projections.project)
     try:
         # No broker is needed to apply events directly through the inbox.
-        yield InboxConsumer("disclosure-registry", [], pool, "unused:9092", projections.apply_registry_event)
+        yield InboxConsumer(
+            "disclosure-registry", [], pool, "unused:9092", policy_handler(store, policies.on_internal_event)
+        )
     finally:
         await pool.close()
 
@@ -58,7 +63,7 @@ PROPOSED = registry.FunctionProposed(
     function_id="f1",
     jurisdiction="510600",
     title="科技奖励推荐",
-    description="",
+    description="内部说明",
     category=registry.Category.AWARD_NOMINATION,
     sub_kind=registry.SubKind.NATIONAL_AWARD_NOMINATION,
     scope=registry.Scope.WHOLE,
@@ -68,27 +73,35 @@ PROPOSED = registry.FunctionProposed(
     proposer_role=Role.DEPARTMENT,
 )
 LISTED = registry.FunctionListed(function_id="f1", department="deyang-sci")
+REVIEW = registry.DepartmentReviewRecorded(function_id="f1", department="deyang-sci", reference="内部文号", note="x")
 
 
-async def public_rows(c: InboxConsumer) -> list[tuple[str, str, bool]]:
-    rows = await c.pool.fetch("SELECT function_id, status, is_public FROM registry_functions")
-    return [(r["function_id"], r["status"], r["is_public"]) for r in rows]
+async def test_disclosed_facts_follow_the_policy_and_a_redelivery_changes_nothing(consumer: InboxConsumer) -> None:
+    proposed, review, listed = incoming(PROPOSED, 1), incoming(REVIEW, 2), incoming(LISTED, 3)
+    for event in (proposed, review, listed):
+        assert await consumer.apply(event) is True
+    facts = await consumer.pool.fetch("SELECT payload FROM events ORDER BY position")
+    # The department's internal review is not disclosed; the proposal and the listing are.
+    assert [f["payload"]["public_type"] for f in facts] == ["FunctionProposed", "FunctionListed"]
+    assert all(f["payload"]["subject"] == "function/f1" for f in facts)
+    row = await consumer.pool.fetchrow("SELECT status, on_list, data FROM p_functions WHERE function_id = 'f1'")
+    assert (row["status"], row["on_list"]) == ("listed", True)
+    assert "内部文号" not in str(row["data"])
+
+    before = await consumer.pool.fetchval("SELECT count(*) FROM events")
+    assert await consumer.apply(listed) is False  # the inbox: delivered twice, applied once
+    assert await consumer.pool.fetchval("SELECT count(*) FROM events") == before
 
 
-async def test_an_event_ahead_of_its_stream_is_left_for_its_copy_and_applied_in_order(consumer: InboxConsumer) -> None:
-    proposed, listed = incoming(PROPOSED, 1), incoming(LISTED, 2)
-    with pytest.raises(OutOfOrder):
-        await consumer.apply(listed)
-    assert await consumer.pool.fetchval("SELECT count(*) FROM inbox") == 0  # not marked as done
-    assert await consumer.apply(proposed) is True
-    assert await consumer.apply(listed) is True
-    assert await public_rows(consumer) == [("f1", "listed", True)]
+async def test_the_public_wire_format_carries_only_the_disclosed_data(consumer: InboxConsumer) -> None:
+    await consumer.apply(incoming(PROPOSED, 1))
+    (row,) = await consumer.pool.fetch("SELECT * FROM events")
+    from shared.store import envelope_from_record
 
-
-async def test_a_redelivered_event_changes_nothing(consumer: InboxConsumer) -> None:
-    proposed = incoming(PROPOSED, 1)
-    assert await consumer.apply(proposed) is True
-    before = await consumer.pool.fetchrow("SELECT * FROM registry_functions")
-    assert await consumer.apply(proposed) is False
-    assert await consumer.pool.fetchrow("SELECT * FROM registry_functions") == before
-    assert await public_rows(consumer) == [("f1", "proposed", False)]  # proposals are not public
+    message = domain.public_message(envelope_from_record(row))
+    headers = dict(message.headers)
+    assert headers["ce_type"] == b"org.chengneng.public.FunctionProposed"
+    assert headers["ce_subject"] == b"function/f1"
+    assert headers["ce_source"] == b"/chengneng/disclosure"
+    assert message.key == b"function/f1"
+    assert b"proposer_role" in message.value and b"source_event_id" not in message.value

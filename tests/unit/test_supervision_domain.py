@@ -410,9 +410,18 @@ def test_agreement_takes_effect_when_all_three_sign_the_same_version() -> None:
     assert events == [
         AgreementSigned(project_id=PID, version=2, party=Party.DEPARTMENT),
         AgreementTookEffect(
-            project_id=PID, function_id=FID, society_id=SID, version=2, agreement_reference=f"{PID}/v2"
+            project_id=PID,
+            function_id=FID,
+            society_id=SID,
+            version=2,
+            agreement_reference=f"{PID}/v2",
+            goals=["revised"],
+            key_tasks=state.agreement_draft.key_tasks,
+            milestones=state.agreement_draft.milestones,
+            indicators=state.agreement_draft.indicators,
+            funding=state.agreement_draft.funding,
         ),
-    ]
+    ]  # the terms in force are repeated on the event
     state = fold(events, state)
     assert state.effective_version == 2
     assert decide_case(state, sign(DEPARTMENT, 2)) == []  # signing twice records nothing
