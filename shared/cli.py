@@ -291,19 +291,24 @@ def _all_schemas() -> dict[str, dict[str, object]]:
 
 @schemas_app.command("generate")
 def schemas_generate(root: Annotated[Path, typer.Option(help="schemas directory")] = REPO_ROOT / "schemas") -> None:
-    """Write the JSON Schema of every event type and version."""
+    """Write the JSON Schema of every event type and version, and the AsyncAPI document."""
+    from shared import asyncapi
     from shared.schemas import write
 
     written = write(root, _all_schemas())  # type: ignore[arg-type]
+    if asyncapi.write(root):
+        written.append(root / asyncapi.FILE)
     typer.echo(f"{len(written)} schema file(s) written under {root}")
 
 
 @schemas_app.command("check")
 def schemas_check(root: Annotated[Path, typer.Option(help="schemas directory")] = REPO_ROOT / "schemas") -> None:
-    """Exit 1 when the schema files differ from what the code produces."""
+    """Exit 1 when the schema files (or the AsyncAPI document) differ from what the code produces."""
+    from shared import asyncapi
     from shared.schemas import drift
 
     problems = drift(root, _all_schemas(), list(SCHEMA_DIRS))  # type: ignore[arg-type]
+    problems += asyncapi.drift(root)
     if problems:
         raise fail("schemas drifted from the code (run `chengneng schemas generate`):\n  " + "\n  ".join(problems))
     typer.echo("schemas match the code")

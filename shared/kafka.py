@@ -64,7 +64,6 @@ def to_message(service: str, envelope: Envelope) -> OutgoingMessage:
         "streamtype": envelope.stream_type,
         "streamversion": str(envelope.stream_version),
         "schemaversion": str(envelope.schema_version),
-        "position": str(envelope.position),
         "eventhash": envelope.hash.hex(),
         "prevhash": envelope.prev_hash.hex(),
         "actorsubject": envelope.actor.subject,
@@ -74,6 +73,8 @@ def to_message(service: str, envelope: Envelope) -> OutgoingMessage:
     }
     if envelope.causation_id is not None:
         attributes["causationid"] = str(envelope.causation_id)
+    if envelope.position is not None:  # a derived record (a deadline) has no place in a store
+        attributes["position"] = str(envelope.position)
     message = ce_kafka.to_binary(CloudEvent(attributes, envelope.payload), _FORMAT)
     key = message.key.encode() if isinstance(message.key, str) else (message.key or b"")
     return OutgoingMessage(key=key, value=message.value, headers=list(message.headers.items()))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +33,38 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def scratch() -> Iterator[Callable[[str], Path]]:
+    """Directories for embedded servers, outside pytest's own temp root.
+
+    Each pytest session resets ``/tmp/pytest-of-<user>`` to mode 0700, which would lock the
+    embedded PostgreSQL's own OS user out of a data directory beneath it while another
+    session runs; these directories are ours and are removed at the end.
+    """
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"chengneng-{prefix}-"))
+        path.chmod(0o755)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_dir(scratch: Callable[[str], Path], request: pytest.FixtureRequest) -> Path:
+    return scratch(request.node.name[:40])
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(scratch: Callable[[str], Path]) -> Iterator[str]:
     url = os.environ.get("CHENGNENG_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    pg = start_postgres(tmp_path_factory.mktemp("pg-home"))
+    pg = start_postgres(scratch("pg-home"))
     try:
         yield pg.admin_url
     finally:
@@ -44,9 +72,9 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def broker(scratch: Callable[[str], Path]) -> Iterator[EmbeddedBroker]:
     """A broker shared by tests that do not restart it."""
-    b = start_broker(tmp_path_factory.mktemp("broker-home"))
+    b = start_broker(scratch("broker-home"))
     try:
         yield b
     finally:
@@ -142,9 +170,9 @@ def stop_stack(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker) -> Iterator[Stack]:
+def stack(scratch: Callable[[str], Path], broker: EmbeddedBroker) -> Iterator[Stack]:
     """The stack on an embedded PostgreSQL of its own and the session's broker."""
-    s = start_stack(tmp_path_factory.mktemp("stack-home") / ".chengneng", "--kafka-bootstrap", broker.bootstrap)
+    s = start_stack(scratch("stack-home") / ".chengneng", "--kafka-bootstrap", broker.bootstrap)
     try:
         yield s
     finally:

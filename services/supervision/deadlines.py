@@ -122,7 +122,7 @@ async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent) -> None:
             incoming.stream_version,
             state.model_dump(mode="json"),
         )
-        items = domain.due_items(state) if state.phase is domain.Phase.IMPLEMENTATION else []
+        items = domain.due_items(state)  # the decider says which phases still watch deadlines
         await conn.execute(
             """DELETE FROM due_items WHERE project_id = $1
                AND (kind, item_id) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))""",

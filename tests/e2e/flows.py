@@ -83,3 +83,61 @@ def recommend_through_capability(
         lambda: society_id in registry.get(f"/functions/{function_id}").json()["recommended_society_ids"],
         message="the registry to learn the recommendation from the capability service's event",
     )
+
+
+def assigned_case(
+    stack: Stack,
+    *,
+    function_id: str,
+    society_id: str,
+    jurisdiction: str,
+    association: str,
+    department: str,
+    title: str = "软件工程技术人员水平评价",
+) -> str:
+    """A function assigned to a freshly registered society; returns the project id of the case
+    the supervision service opened by itself from the registry's ``FunctionAssigned``."""
+    register_society(stack, society_id, jurisdiction, association)
+    assess(stack, society_id, jurisdiction, association)
+    registry = stack.client("registry", stack.token("department", department, jurisdiction))
+    proposal = {
+        "function_id": function_id,
+        "jurisdiction": jurisdiction,
+        "title": title,
+        "description": "Level evaluation of software engineers in non-public organisations",
+        "category": "qualification_certification",
+        "sub_kind": "level_evaluation",
+        "scope": "partial",
+        "entrustment_mode": "tripartite_task_agreement",
+        "department": department,
+    }
+    steps: list[tuple[str, dict]] = [  # type: ignore[type-arg]
+        ("/functions", proposal),
+        (f"/functions/{function_id}/listing", {}),
+        (f"/functions/{function_id}/department-review", {"reference": f"审-{function_id}"}),
+        (
+            f"/functions/{function_id}/opening",
+            {
+                "qualification_conditions": ["registered for 3 years"],
+                "thresholds": [{"name": "full-time staff", "requirement": ">= 3"}],
+                "min_applicants": 1,
+            },
+        ),
+    ]
+    for path, body in steps:
+        response = registry.post(path, json=body)
+        assert response.status_code in (200, 201), f"{path}: {response.text}"
+    recommend_through_capability(stack, function_id, society_id, jurisdiction, association)
+    assigned = registry.post(
+        f"/functions/{function_id}/assignment", json={"society_id": society_id, "society_name": f"学会 {society_id}"}
+    )
+    assert assigned.status_code == 200, assigned.text
+    history = registry.get(f"/functions/{function_id}").json()["history"]
+    types = [e["event_type"] for e in history]
+    project_id = f"{function_id}-{types.index('FunctionAssigned') + 1}"
+    supervision = stack.client("supervision", stack.token("association", association, jurisdiction))
+    wait_until(
+        lambda: supervision.get(f"/cases/{project_id}").status_code == 200,
+        message=f"the supervision case {project_id} to open from the registry's FunctionAssigned",
+    )
+    return project_id

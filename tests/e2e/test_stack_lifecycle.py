@@ -56,9 +56,9 @@ async def topic_event_ids(bootstrap: str, topic: str, expected: int) -> list[str
     return ids
 
 
-def test_broker_restarted_empty_the_relay_republishes_and_the_public_list_stays_right(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "broker")
-    stack = start_stack(tmp_path / "home", "--kafka-bootstrap", broker.bootstrap)
+def test_broker_restarted_empty_the_relay_republishes_and_the_public_list_stays_right(scratch_dir: Path) -> None:
+    broker = start_broker(scratch_dir / "broker")
+    stack = start_stack(scratch_dir / "home", "--kafka-bootstrap", broker.bootstrap)
     try:
         before = {propose_and_list(stack, f"奖励推荐 {n}") for n in range(3)}
         wait_until(lambda: public_ids(stack) == before, message="the public list before the broker restart")
@@ -77,8 +77,8 @@ def test_broker_restarted_empty_the_relay_republishes_and_the_public_list_stays_
         broker.stop()
 
 
-def test_ctrl_c_stops_cleanly_and_a_restart_keeps_every_stored_event(tmp_path: Path) -> None:
-    home = tmp_path / ".chengneng"
+def test_ctrl_c_stops_cleanly_and_a_restart_keeps_every_stored_event(scratch_dir: Path) -> None:
+    home = scratch_dir / ".chengneng"
     first = start_stack(home)  # fully embedded: PostgreSQL and broker both started by `up`
     assert any(line.strip().startswith("registry") and "http://127.0.0.1:" in line for line in first.output)
     assert any("kafka" in line for line in first.output)
@@ -102,10 +102,10 @@ def test_ctrl_c_stops_cleanly_and_a_restart_keeps_every_stored_event(tmp_path: P
         stop_stack(second)
 
 
-def test_two_stacks_with_different_homes_do_not_collide(tmp_path: Path) -> None:
-    a = start_stack(tmp_path / "a")
+def test_two_stacks_with_different_homes_do_not_collide(scratch_dir: Path) -> None:
+    a = start_stack(scratch_dir / "a")
     try:
-        b = start_stack(tmp_path / "b")
+        b = start_stack(scratch_dir / "b")
         try:
             assert set(a.urls.values()).isdisjoint(b.urls.values())
             assert a.kafka != b.kafka and a.database_url != b.database_url

@@ -24,8 +24,8 @@ from shared.embedded import (
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    pg = start_postgres(tmp_path / "home")
+def postgres(scratch_dir: Path) -> Iterator[EmbeddedPostgres]:
+    pg = start_postgres(scratch_dir / "home")
     try:
         yield pg
     finally:
@@ -79,8 +79,8 @@ def test_second_start_reuses_the_running_server(postgres: EmbeddedPostgres) -> N
 
 
 @pytest.mark.asyncio
-async def test_deep_home_moves_the_socket_and_the_url_follows(tmp_path: Path) -> None:
-    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
+async def test_deep_home_moves_the_socket_and_the_url_follows(scratch_dir: Path) -> None:
+    deep = scratch_dir.joinpath(*["a-rather-long-directory-name"] * 5)
     pg = start_postgres(deep)
     try:
         assert len(str(pg.pgdata / ".s.PGSQL.5432")) > 107
@@ -92,14 +92,14 @@ async def test_deep_home_moves_the_socket_and_the_url_follows(tmp_path: Path) ->
     finally:
         pg.stop()
         with contextlib.suppress(OSError):
-            pg.socket_dir.rmdir()  # the fallback socket dir lives outside tmp_path
+            pg.socket_dir.rmdir()  # the fallback socket dir lives outside scratch_dir
 
 
 @pytest.mark.asyncio
-async def test_two_homes_get_two_brokers_that_answer_at_once(tmp_path: Path) -> None:
-    first = start_broker(tmp_path / "one")
+async def test_two_homes_get_two_brokers_that_answer_at_once(scratch_dir: Path) -> None:
+    first = start_broker(scratch_dir / "one")
     try:
-        second = start_broker(tmp_path / "two")
+        second = start_broker(scratch_dir / "two")
         try:
             assert first.port != second.port
             results = await asyncio.gather(_topics(first.bootstrap), _topics(second.bootstrap))
@@ -111,8 +111,8 @@ async def test_two_homes_get_two_brokers_that_answer_at_once(tmp_path: Path) -> 
 
 
 @pytest.mark.asyncio
-async def test_broker_restart_keeps_the_port_and_forgets_topics(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "home")
+async def test_broker_restart_keeps_the_port_and_forgets_topics(scratch_dir: Path) -> None:
+    broker = start_broker(scratch_dir / "home")
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=5000)
         await admin.start()
@@ -123,7 +123,7 @@ async def test_broker_restart_keeps_the_port_and_forgets_topics(tmp_path: Path) 
         broker.restart()  # while a client is still connected: the port must come back anyway
         assert broker.port == port
         assert broker.process is not None and broker.process.pid != pid
-        assert (tmp_path / "home" / "broker.port").read_text().strip() == str(port)
+        assert (scratch_dir / "home" / "broker.port").read_text().strip() == str(port)
         await admin.close()
         assert "registry.events" not in await _topics(broker.bootstrap)
     finally:
@@ -131,28 +131,28 @@ async def test_broker_restart_keeps_the_port_and_forgets_topics(tmp_path: Path) 
     assert broker.process is None
 
 
-def test_a_new_start_of_the_same_home_prefers_the_stored_port(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "home")
+def test_a_new_start_of_the_same_home_prefers_the_stored_port(scratch_dir: Path) -> None:
+    broker = start_broker(scratch_dir / "home")
     port = broker.port
     broker.stop()
-    again = start_broker(tmp_path / "home")
+    again = start_broker(scratch_dir / "home")
     try:
         assert again.port == port
     finally:
         again.stop()
 
 
-def test_a_home_whose_broker_is_running_refuses_a_second_one(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "home")
+def test_a_home_whose_broker_is_running_refuses_a_second_one(scratch_dir: Path) -> None:
+    broker = start_broker(scratch_dir / "home")
     try:
         with pytest.raises(EmbeddedStartError, match="already running"):
-            start_broker(tmp_path / "home")
+            start_broker(scratch_dir / "home")
         assert broker.is_running
     finally:
         broker.stop()
 
 
-def test_broker_on_a_taken_port_fails_clearly(tmp_path: Path) -> None:
+def test_broker_on_a_taken_port_fails_clearly(scratch_dir: Path) -> None:
     import socket
 
     with socket.socket() as squatter:
@@ -161,11 +161,11 @@ def test_broker_on_a_taken_port_fails_clearly(tmp_path: Path) -> None:
         taken = squatter.getsockname()[1]
         assert free_port(taken) != taken
         with pytest.raises(EmbeddedStartError, match=str(taken)):
-            EmbeddedBroker(tmp_path, taken).start()
+            EmbeddedBroker(scratch_dir, taken).start()
 
 
-def test_stable_ports_survive_and_differ_between_names_and_homes(tmp_path: Path) -> None:
-    a = stable_port(tmp_path / "one", "registry")
-    assert stable_port(tmp_path / "one", "registry") == a
-    assert stable_port(tmp_path / "one", "disclosure") != a
-    assert stable_port(tmp_path / "two", "registry") != a
+def test_stable_ports_survive_and_differ_between_names_and_homes(scratch_dir: Path) -> None:
+    a = stable_port(scratch_dir / "one", "registry")
+    assert stable_port(scratch_dir / "one", "registry") == a
+    assert stable_port(scratch_dir / "one", "disclosure") != a
+    assert stable_port(scratch_dir / "two", "registry") != a

@@ -122,9 +122,9 @@ async def test_relay_publishes_every_event_once_as_cloudevents(service_db: Servi
 
 
 async def test_relay_republishes_from_the_store_when_the_broker_lost_the_topic(
-    service_db: ServiceDb, tmp_path: Path
+    service_db: ServiceDb, scratch_dir: Path
 ) -> None:
-    own = start_broker(tmp_path / "broker")
+    own = start_broker(scratch_dir / "broker")
     try:
         await append(service_db, "case", 0, "one", "two", "three")
         topic = kafka.events_topic(service_db.schema)
