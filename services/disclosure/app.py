@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from services.disclosure import api, domain, policies, projections
+from fastapi import APIRouter
+
+from services.disclosure import api, domain, policies, portal, projections
 from shared.kafka import events_topic
 from shared.runtime import ConsumerSpec, ServiceDefinition
+
+router = APIRouter()
+router.include_router(api.router)
+router.include_router(portal.router)
 
 SERVICE = ServiceDefinition(
     name="disclosure",
@@ -16,7 +22,7 @@ SERVICE = ServiceDefinition(
     ),
     events=domain.EVENTS,
     migrations=projections.MIGRATIONS,
-    router=api.router,
+    router=router,
     projector=projections.project,
     consumers=tuple(
         ConsumerSpec(f"disclosure-{service}", [events_topic(service)], policy=policies.on_internal_event)
