@@ -66,3 +66,18 @@ def ancestors(code: str) -> list[str]:
 def covers(principal_jurisdiction: str, target: str) -> bool:
     """True when ``target`` lies in the subtree rooted at ``principal_jurisdiction``."""
     return principal_jurisdiction in ancestors(target)
+
+
+def ancestors_sql(column: str = "jurisdiction") -> str:
+    """SQL array of ``column`` and every jurisdiction above it, mirroring ``ancestors``."""
+    c = column
+    return f"""ARRAY[{c},
+        CASE WHEN {c} LIKE '%00' AND {c} NOT LIKE '%0000' THEN substr({c},1,2)||'0000'
+             WHEN {c} NOT LIKE '%00' THEN substr({c},1,4)||'00' END,
+        CASE WHEN {c} NOT LIKE '%00' THEN substr({c},1,2)||'0000' END,
+        '{CENTRAL}']"""
+
+
+def in_subtree_sql(parameter: str, column: str = "jurisdiction") -> str:
+    """SQL condition: ``column`` lies in the subtree of the jurisdiction bound to ``parameter``."""
+    return f"{parameter} = ANY({ancestors_sql(column)})"

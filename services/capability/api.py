@@ -25,6 +25,7 @@ from shared.api import (
 )
 from shared.errors import NotFound
 from shared.http import CurrentPrincipal, IdempotencyKey, command_body
+from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
 
@@ -81,13 +82,6 @@ _society_route("brand-designation", domain.DesignateBrandSociety, "Designate as 
 _society_route("brand-revocation", domain.RevokeBrandSociety, "Revoke the brand-society designation")
 
 
-_ANCESTORS_SQL = """ARRAY[jurisdiction,
-    CASE WHEN jurisdiction LIKE '%00' AND jurisdiction NOT LIKE '%0000' THEN substr(jurisdiction,1,2)||'0000'
-         WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,4)||'00' END,
-    CASE WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,2)||'0000' END,
-    '100000']"""
-
-
 @router.get("/societies", tags=["societies"], summary="Societies by jurisdiction, class and relation")
 async def list_societies(
     ctx: Context,
@@ -104,7 +98,7 @@ async def list_societies(
     args: list[Any] = []
     if jurisdiction:
         args.append(jurisdiction)
-        clauses.append(f"${len(args)} = ANY({_ANCESTORS_SQL})" if include_subtree else f"jurisdiction = ${len(args)}")
+        clauses.append(f"${len(args)} = ANY({ancestors_sql()})" if include_subtree else f"jurisdiction = ${len(args)}")
     for column, value in (("society_class", society_class), ("relation", relation), ("status", status_)):
         if value is not None:
             args.append(value.value)
@@ -162,7 +156,7 @@ async def statistics(jurisdiction: JurisdictionCode, ctx: Context, principal: Cu
                 count(*) FILTER (WHERE society_class = 'newly_establish') AS class_newly_establish,
                 count(*) FILTER (WHERE society_class = 'stabilise') AS class_stabilise,
                 count(*) FILTER (WHERE society_class = 'exit') AS class_exit
-            FROM societies WHERE status = 'active' AND $1 = ANY({_ANCESTORS_SQL})""",
+            FROM societies WHERE status = 'active' AND $1 = ANY({ancestors_sql()})""",
         jurisdiction,
     )
     assert row is not None

@@ -8,7 +8,7 @@ from the events (``rebuild``).
 from __future__ import annotations
 
 from services.capability import domain
-from shared import store
+from shared import readmodels
 from shared.db import Connection, Migration
 from shared.envelope import Envelope
 from shared.messages import Event
@@ -114,15 +114,6 @@ async def _project_selection(conn: Connection, envelope: Envelope, event: Event)
     )
 
 
-async def rebuild(conn: Connection, batch_size: int = 1000) -> int:
-    """Recompute every read model from the events; returns how many events were applied."""
-    count = 0
-    async with conn.transaction():
-        await conn.execute("DELETE FROM societies")
-        await conn.execute("DELETE FROM selections")
-        async for batch in store.tail(conn, 0, batch_size):
-            for envelope in batch:
-                event = domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-                await project(conn, envelope, event)
-                count += 1
-    return count
+async def rebuild(conn: Connection) -> int:
+    """Recompute every read model of this service from its events."""
+    return await readmodels.rebuild(conn, ("societies", "selections"), domain.EVENTS, project)

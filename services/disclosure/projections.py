@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 from services.disclosure import domain
-from shared import store
+from shared import readmodels
 from shared.db import Connection, Migration
 from shared.envelope import Envelope
+from shared.jurisdiction import in_subtree_sql
 from shared.messages import Event
 
 MIGRATIONS = (
@@ -350,34 +351,19 @@ async def _case(conn: Connection, project_id: str, envelope: Envelope, fact: dom
     )
 
 
-async def rebuild(conn: Connection, batch_size: int = 1000) -> int:
-    """Recompute every public read model from the disclosure log."""
-    count = 0
-    async with conn.transaction():
-        for table in ("p_functions", "p_list_versions", "p_societies", "p_selections", "p_cases"):
-            await conn.execute(f"DELETE FROM {table}")
-        async for batch in store.tail(conn, 0, batch_size):
-            for envelope in batch:
-                event = domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-                await project(conn, envelope, event)
-                count += 1
-    return count
+async def rebuild(conn: Connection) -> int:
+    """Recompute every read model of this service from its events."""
+    return await readmodels.rebuild(
+        conn, ("p_functions", "p_list_versions", "p_societies", "p_selections", "p_cases"), domain.EVENTS, project
+    )
 
 
 # --- statistics: the figures the city report gives, counted from the public read models ---
 
-ANCESTORS_SQL = """ARRAY[{col},
-    CASE WHEN {col} LIKE '%00' AND {col} NOT LIKE '%0000' THEN substr({col},1,2)||'0000'
-         WHEN {col} NOT LIKE '%00' THEN substr({col},1,4)||'00' END,
-    CASE WHEN {col} NOT LIKE '%00' THEN substr({col},1,2)||'0000' END,
-    '100000']"""
-
 
 def in_scope(column: str, include_subtree: bool = True) -> str:
     """SQL: ``column`` is the jurisdiction $1, or (with the subtree) anywhere below it."""
-    if not include_subtree:
-        return f"{column} = $1"
-    return f"$1 = ANY({ANCESTORS_SQL.format(col=column)})"
+    return in_subtree_sql("$1", column) if include_subtree else f"{column} = $1"
 
 
 def covers(top: str, code: str) -> bool:

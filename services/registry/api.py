@@ -28,6 +28,7 @@ from shared.api import (
 )
 from shared.errors import InvalidInput, NotFound
 from shared.http import CurrentPrincipal, IdempotencyKey, command_body
+from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
 
@@ -117,7 +118,7 @@ async def list_functions(
     where = " AND ".join(clauses) or "true"
     rows = await ctx.pool.fetch(
         f"""SELECT state, stream_version, updated_at, count(*) OVER () AS total FROM (
-                SELECT *, {_ANCESTORS_SQL} AS ancestors FROM functions) f
+                SELECT *, {ancestors_sql()} AS ancestors FROM functions) f
             WHERE {where} ORDER BY jurisdiction, function_id LIMIT {limit} OFFSET {offset}""",
         *args,
     )
@@ -130,13 +131,6 @@ async def list_functions(
 
 
 # Ancestors of a six-digit code in SQL, mirroring shared.jurisdiction.ancestors.
-_ANCESTORS_SQL = """ARRAY[jurisdiction,
-    CASE WHEN jurisdiction LIKE '%00' AND jurisdiction NOT LIKE '%0000' THEN substr(jurisdiction,1,2)||'0000'
-         WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,4)||'00' END,
-    CASE WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,2)||'0000' END,
-    '100000']"""
-
-
 def _function_view(state: dict[str, Any], version: int, updated_at: datetime) -> dict[str, Any]:
     return {**state, "version": version, "updated_at": updated_at.isoformat()}
 

@@ -9,7 +9,7 @@ Both can be rebuilt from the events at any time (``rebuild``).
 from __future__ import annotations
 
 from services.registry import domain
-from shared import store
+from shared import readmodels
 from shared.db import Connection, Migration
 from shared.envelope import Envelope
 from shared.messages import Event
@@ -99,16 +99,6 @@ async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
     )
 
 
-async def rebuild(conn: Connection, batch_size: int = 1000) -> int:
-    """Recompute every read model from the events; returns how many events were applied."""
-    count = 0
-    async with conn.transaction():
-        await conn.execute("DELETE FROM functions")
-        await conn.execute("DELETE FROM function_lists")
-        async for batch in store.tail(conn, 0, batch_size):
-            for envelope in batch:
-                await project(
-                    conn, envelope, domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-                )
-                count += 1
-    return count
+async def rebuild(conn: Connection) -> int:
+    """Recompute every read model of this service from its events."""
+    return await readmodels.rebuild(conn, ("functions", "function_lists"), domain.EVENTS, project)

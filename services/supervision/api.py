@@ -19,6 +19,7 @@ from services.supervision.projections import overdue_items
 from shared.api import EntityId, add_command_route
 from shared.errors import InvalidInput, NotFound
 from shared.http import CurrentPrincipal
+from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
 
@@ -79,12 +80,6 @@ for _path, _command, _tag, _summary in _ROUTES:
         tags=[_tag],
     )
 
-_ANCESTORS_SQL = """ARRAY[jurisdiction,
-    CASE WHEN jurisdiction LIKE '%00' AND jurisdiction NOT LIKE '%0000' THEN substr(jurisdiction,1,2)||'0000'
-         WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,4)||'00' END,
-    CASE WHEN jurisdiction NOT LIKE '%00' THEN substr(jurisdiction,1,2)||'0000' END,
-    '100000']"""
-
 
 def _view(state: domain.CaseState) -> dict[str, Any]:
     """The case with what is computed from it: ledger, satisfaction rates, overdue items."""
@@ -115,7 +110,7 @@ async def list_cases(
     args: list[Any] = []
     if jurisdiction:
         args.append(jurisdiction)
-        clauses.append(f"${len(args)} = ANY({_ANCESTORS_SQL})" if include_subtree else f"jurisdiction = ${len(args)}")
+        clauses.append(f"${len(args)} = ANY({ancestors_sql()})" if include_subtree else f"jurisdiction = ${len(args)}")
     for column, value in (
         ("phase", phase.value if phase else None),
         ("department", department),
@@ -185,7 +180,7 @@ async def overdue(
 ) -> dict[str, Any]:
     rows = await ctx.pool.fetch(
         f"""SELECT project_id, title, society_id, department, jurisdiction, state FROM cases
-            WHERE overdue_items > 0 AND $1 = ANY({_ANCESTORS_SQL}) ORDER BY project_id""",
+            WHERE overdue_items > 0 AND $1 = ANY({ancestors_sql()}) ORDER BY project_id""",
         jurisdiction,
     )
     return {

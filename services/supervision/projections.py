@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.supervision import domain
-from shared import store
+from shared import readmodels
 from shared.db import Connection, Migration
 from shared.envelope import Envelope
 from shared.messages import Event
@@ -87,14 +87,6 @@ async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
     )
 
 
-async def rebuild(conn: Connection, batch_size: int = 1000) -> int:
-    """Recompute the read model from the events; returns how many events were applied."""
-    count = 0
-    async with conn.transaction():
-        await conn.execute("DELETE FROM cases")
-        async for batch in store.tail(conn, 0, batch_size):
-            for envelope in batch:
-                event = domain.EVENTS.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-                await project(conn, envelope, event)
-                count += 1
-    return count
+async def rebuild(conn: Connection) -> int:
+    """Recompute every read model of this service from its events."""
+    return await readmodels.rebuild(conn, ("cases",), domain.EVENTS, project)
