@@ -18,7 +18,6 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
 from typing import ClassVar, Final, Protocol
@@ -29,7 +28,10 @@ from services.registry.domain import Category, EntrustmentMode, Threshold
 from shared import jurisdiction as jurisdictions
 from shared.errors import DomainRuleViolated, InvalidInput, NotFound, NotPermitted
 from shared.messages import Aggregate, Command, Event, EventRegistry
-from shared.principal import READ_ONLY_ROLES, Principal, Role
+from shared.principal import Principal, Role
+from shared.rules import iso_date as _iso_date
+from shared.rules import refuse_read_only as _refuse_read_only
+from shared.rules import require_text as _require_text
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary
@@ -1221,32 +1223,6 @@ class NoteFunctionUndertaken(SocietyCommand):
     """A policy notes that the society was assigned a function."""
 
     function_id: str
-
-
-def _refuse_read_only(principal: Principal) -> None:
-    # auditors and the public read the history; they never add to it
-    if principal.role in READ_ONLY_ROLES:
-        raise NotPermitted(
-            "read_only_role",
-            f"role {principal.role.value!r} may read but not issue commands",
-        )
-
-
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def _iso_date(value: str, field: str) -> date:
-    try:
-        if not _ISO_DATE.fullmatch(value):
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidInput("invalid_date", f"{field} {value!r} is not an ISO date (YYYY-MM-DD)") from exc
-
-
-def _require_text(value: str, code: str, detail: str) -> None:
-    if not value.strip():
-        raise DomainRuleViolated(code, detail)
 
 
 def _require_active(state: SocietyState, command: Command) -> None:

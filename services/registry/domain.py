@@ -23,7 +23,8 @@ from pydantic import (
 from shared import jurisdiction as jurisdictions
 from shared.errors import DomainRuleViolated, InvalidInput, NotFound, NotPermitted
 from shared.messages import Aggregate, Command, Event, EventRegistry
-from shared.principal import READ_ONLY_ROLES, Principal, Role
+from shared.principal import Principal, Role
+from shared.rules import refuse_read_only as _refuse_read_only
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary
@@ -610,15 +611,6 @@ class PublishFunctionList(Command):
     @classmethod
     def _valid_jurisdiction(cls, value: str) -> str:
         return jurisdictions.validate(value)
-
-
-def _refuse_read_only(principal: Principal) -> None:
-    # auditors and the public read the history; they never add to it
-    if principal.role in READ_ONLY_ROLES:
-        raise NotPermitted(
-            "read_only_role",
-            f"role {principal.role.value!r} may read but not issue commands",
-        )
 
 
 def _require_status(state: FunctionState, command: Command, *allowed: Status) -> None:
