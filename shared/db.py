@@ -67,7 +67,7 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE FUNCTION {schema}.refuse_event_change() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'the events table is append-only: % refused', TG_OP
+            RAISE EXCEPTION 'the % table is append-only: % refused', TG_TABLE_NAME, TG_OP
                 USING ERRCODE = 'insufficient_privilege';
         END $$;
         CREATE TRIGGER events_append_only_rows BEFORE UPDATE OR DELETE ON {schema}.events
@@ -107,6 +107,39 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         GRANT SELECT, INSERT, UPDATE ON {schema}.relay_positions TO {role};
         GRANT SELECT, INSERT, UPDATE ON {schema}.inbox TO {role};
         GRANT SELECT, INSERT ON {schema}.idempotency_keys TO {role};
+        """,
+    ),
+    Migration(
+        2,
+        "audit: dense log index in commit order, signed checkpoints (both append-only)",
+        """
+        CREATE TABLE {schema}.log_entries (
+            log_index  bigint PRIMARY KEY CHECK (log_index >= 0),
+            position   bigint NOT NULL UNIQUE,
+            leaf_hash  bytea NOT NULL CHECK (octet_length(leaf_hash) = 32)
+        );
+        CREATE TABLE {schema}.checkpoints (
+            tree_size  bigint PRIMARY KEY CHECK (tree_size >= 0),
+            origin     text NOT NULL,
+            root_hash  bytea NOT NULL CHECK (octet_length(root_hash) = 32),
+            signed_at  timestamptz NOT NULL,
+            key_id     text NOT NULL,
+            body       text NOT NULL,
+            signature  bytea NOT NULL
+        );
+        CREATE TRIGGER log_entries_append_only BEFORE UPDATE OR DELETE ON {schema}.log_entries
+            FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_event_change();
+        CREATE TRIGGER log_entries_no_truncate BEFORE TRUNCATE ON {schema}.log_entries
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_event_change();
+        CREATE TRIGGER checkpoints_append_only BEFORE UPDATE OR DELETE ON {schema}.checkpoints
+            FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_event_change();
+        CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON {schema}.checkpoints
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_event_change();
+        ALTER TABLE {schema}.log_entries ENABLE ALWAYS TRIGGER log_entries_append_only;
+        ALTER TABLE {schema}.log_entries ENABLE ALWAYS TRIGGER log_entries_no_truncate;
+        ALTER TABLE {schema}.checkpoints ENABLE ALWAYS TRIGGER checkpoints_append_only;
+        ALTER TABLE {schema}.checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_truncate;
+        GRANT SELECT, INSERT ON {schema}.log_entries, {schema}.checkpoints TO {role};
         """,
     ),
 )

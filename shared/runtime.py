@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from shared import db
+from shared.audit_api import router as audit_router
 from shared.auth import load_public_key
 from shared.commands import EventStore, Projector
 from shared.consumer import Handler, InboxConsumer
@@ -33,6 +34,7 @@ from shared.kafka import OutgoingMessage
 from shared.messages import EventRegistry
 from shared.policies import Policy, policy_handler
 from shared.relay import Relay
+from shared.sealer import Sealer
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -129,6 +131,16 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
             )
             app.state.relay = relay
             tasks.append(asyncio.create_task(relay.run(), name=f"{definition.name}-relay"))
+        sealer = Sealer(
+            definition.name,
+            pool,
+            dsn,
+            bootstrap,
+            settings.keys_dir,
+            interval_s=settings.checkpoint_interval_s,
+        )
+        app.state.sealer = sealer
+        tasks.append(asyncio.create_task(sealer.run(), name=f"{definition.name}-sealer"))
         for spec in definition.consumers:
             handler = spec.handler
             if handler is None:
@@ -165,6 +177,7 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, service=definition.name, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_common_routes(app, definition.name)
+    app.include_router(audit_router)
     app.include_router(definition.router)
     original_openapi = app.openapi
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         validation_alias="CHENGNENG_TOPIC_REPLICATION",
         description="Replication factor of created topics: 1 for one broker, 3 for a production cluster.",
     )
+    checkpoint_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="CHENGNENG_CHECKPOINT_INTERVAL_S",
+        description="How often each service signs a checkpoint of its log (when it grew).",
+    )
     deadline_check_interval_s: float = Field(
         default=30.0,
         gt=0,

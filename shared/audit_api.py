@@ -1,0 +1,116 @@
+"""Audit endpoints on every service: checkpoints, the signing key, inclusion and consistency proofs.
+
+They reveal hashes, never payloads, so they need no token: anyone holding a checkpoint can
+check that an event is in the log (inclusion) and that the log only grew (consistency),
+with any RFC 9162 verifier.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import asyncpg
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+
+from shared import merkle
+from shared.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _checkpoint_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "origin": row["origin"],
+        "tree_size": row["tree_size"],
+        "root_hash": bytes(row["root_hash"]).hex(),
+        "signed_at": row["signed_at"].isoformat(),
+        "key_id": row["key_id"],
+        "body": row["body"],
+        "signature": base64.b64encode(bytes(row["signature"])).decode(),
+    }
+
+
+@router.get("/checkpoints", summary="Signed checkpoints, oldest first")
+async def checkpoints(
+    request: Request,
+    after_size: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    rows = await _pool(request).fetch(
+        "SELECT * FROM checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT $2", after_size, limit
+    )
+    return {"checkpoints": [_checkpoint_view(r) for r in rows]}
+
+
+@router.get("/checkpoints/latest", summary="The latest signed checkpoint")
+async def latest_checkpoint(request: Request) -> dict[str, Any]:
+    row = await _pool(request).fetchrow("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+    if row is None:
+        raise NotFound("no_checkpoint", "no checkpoint has been signed yet")
+    return _checkpoint_view(row)
+
+
+@router.get("/public-key", summary="The Ed25519 key that signs this service's checkpoints (PEM)")
+async def public_key(request: Request) -> PlainTextResponse:
+    sealer = request.app.state.sealer
+    pem = sealer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return PlainTextResponse(pem.decode(), headers={"X-Key-Id": sealer.key_id})
+
+
+async def _leaves(pool: asyncpg.Pool, size: int) -> list[bytes]:
+    rows = await pool.fetch("SELECT leaf_hash FROM log_entries WHERE log_index < $1 ORDER BY log_index", size)
+    if len(rows) != size:
+        raise InvalidInput("tree_size_too_large", f"the log holds {len(rows)} entries, fewer than {size}")
+    return [bytes(r["leaf_hash"]) for r in rows]
+
+
+@router.get("/entries/{position}", summary="The log index and leaf hash of a stored event")
+async def entry(request: Request, position: int) -> dict[str, Any]:
+    row = await _pool(request).fetchrow("SELECT * FROM log_entries WHERE position = $1", position)
+    if row is None:
+        raise NotFound("not_sealed", f"the event at position {position} is not sealed (yet)")
+    return {"position": position, "log_index": row["log_index"], "leaf_hash": bytes(row["leaf_hash"]).hex()}
+
+
+@router.get("/proofs/inclusion", summary="Inclusion proof of log entry `log_index` in the tree of `tree_size`")
+async def inclusion(
+    request: Request, log_index: Annotated[int, Query(ge=0)], tree_size: Annotated[int, Query(ge=1)]
+) -> dict[str, Any]:
+    if log_index >= tree_size:
+        raise InvalidInput("index_out_of_range", "log_index must be below tree_size")
+    leaves = await _leaves(_pool(request), tree_size)
+    proof = merkle.inclusion_proof(leaves, log_index, tree_size)
+    return {
+        "log_index": log_index,
+        "tree_size": tree_size,
+        "leaf_hash": leaves[log_index].hex(),
+        "root_hash": merkle.root(leaves).hex(),
+        "proof": [p.hex() for p in proof],
+    }
+
+
+@router.get("/proofs/consistency", summary="Consistency proof between trees of size `first` and `second`")
+async def consistency(
+    request: Request, first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)]
+) -> dict[str, Any]:
+    if first > second:
+        raise InvalidInput("sizes_out_of_order", "first must not exceed second")
+    leaves = await _leaves(_pool(request), second)
+    proof = merkle.consistency_proof(leaves, first, second)
+    return {
+        "first": first,
+        "second": second,
+        "first_root": merkle.root(leaves[:first]).hex(),
+        "second_root": merkle.root(leaves).hex(),
+        "proof": [p.hex() for p in proof],
+    }
