@@ -24,6 +24,11 @@ token_app = typer.Typer(help="Signed tokens for the HTTP APIs.", no_args_is_help
 schemas_app = typer.Typer(help="JSON Schemas of the events, generated from the code.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(schemas_app, name="schemas")
+audit_app = typer.Typer(
+    help="The auditor's tools: verify the stores, replay state, follow a case, export a bundle.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
 
 SERVICES = ("registry", "capability", "supervision", "disclosure")
 """Every service, in start order; each is ``services/<name>/app.py:SERVICE``."""
@@ -312,6 +317,156 @@ def schemas_check(root: Annotated[Path, typer.Option(help="schemas directory")] 
     if problems:
         raise fail("schemas drifted from the code (run `chengneng schemas generate`):\n  " + "\n  ".join(problems))
     typer.echo("schemas match the code")
+
+
+# --- audit ---------------------------------------------------------------------------
+
+
+def _stack_json() -> dict[str, object]:
+    path = Settings().home.expanduser() / "stack.json"
+    return json.loads(path.read_text()) if path.exists() else {}  # type: ignore[no-any-return]
+
+
+def _audit_database(option: str | None) -> str:
+    url = option or _stack_json().get("database_url") or Settings().database_url
+    if not url:
+        raise fail("give --database-url (or run `chengneng up`, whose stack.json names it)", 2)
+    return str(url)
+
+
+def _audit_keys(option: Path | None) -> Path:
+    return option or Settings().home.expanduser() / "keys"
+
+
+def _audit_run(coroutine):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import asyncpg
+
+    try:
+        return asyncio.run(coroutine)
+    except (OSError, asyncpg.PostgresError, LookupError) as exc:
+        raise fail(str(exc) or repr(exc), 2) from exc
+
+
+ServiceOption = Annotated[
+    list[str] | None, typer.Option("--service", help="a service (schema) to audit; repeat for several [default: all]")
+]
+DatabaseOption = Annotated[
+    str | None, typer.Option(help="PostgreSQL URL of a role that reads every schema [default: stack.json]")
+]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    database_url: DatabaseOption = None,
+    kafka_bootstrap: Annotated[str | None, typer.Option(help="Kafka to compare [default: stack.json]")] = None,
+    keys: Annotated[
+        Path | None, typer.Option(help="directory of checkpoint-<service>.pub.pem [default $CHENGNENG_HOME/keys]")
+    ] = None,
+    service: ServiceOption = None,
+    no_kafka: Annotated[bool, typer.Option("--no-kafka", help="check the stores only")] = False,
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="checkpoints you kept earlier (JSON, JSON Lines, or GET /audit/checkpoints)")
+    ] = None,
+    progress_every: Annotated[int, typer.Option(help="a progress line to stderr every N events")] = 10_000,
+) -> None:
+    """Check hash chains, the log, checkpoint roots, signatures and consistency, and Kafka; exit 1 on any failure."""
+    from shared import audit
+
+    url = _audit_database(database_url)
+    bootstrap = None if no_kafka else (kafka_bootstrap or _stack_json().get("kafka_bootstrap"))
+    try:
+        held = audit.load_checkpoint_file(checkpoints) if checkpoints else []
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"--checkpoints {checkpoints}: {exc}", 2) from exc
+    report = _audit_run(
+        audit.verify(
+            url,
+            service or list(audit.SERVICES),
+            _audit_keys(keys),
+            kafka_bootstrap=str(bootstrap) if bootstrap else None,
+            held_checkpoints=held,
+            progress_every=progress_every,
+            progress=sys.stderr,
+        )
+    )
+    audit.print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    as_of: Annotated[str, typer.Option(help="ISO 8601 time with a zone, e.g. 2025-06-01T12:00:00+08:00")],
+    stream: Annotated[str | None, typer.Option(help="one stream id, e.g. function-F-1 [default: every stream]")] = None,
+    service: ServiceOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Print the state of streams as it was at --as-of (events up to then, upcast, folded) as JSON."""
+    from datetime import datetime
+
+    from shared import audit
+
+    try:
+        moment = datetime.fromisoformat(as_of)
+    except ValueError as exc:
+        raise fail(f"--as-of: {exc}", 2) from exc
+    if moment.tzinfo is None:
+        raise fail("--as-of needs a zone (e.g. Z or +08:00)", 2)
+    count = _audit_run(
+        audit.replay(
+            _audit_database(database_url), moment, sys.stdout, stream_id=stream, services=service or audit.SERVICES
+        )
+    )
+    if stream and not count:
+        raise fail(f"no stream {stream!r} in {', '.join(service or audit.SERVICES)}")
+
+
+@audit_app.command("trail")
+def audit_trail(
+    case_id: Annotated[str, typer.Argument(help="the project id of a supervision case")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Every event of every service that concerns one case, in time order: who did what, and why."""
+    from shared import audit
+
+    entries = _audit_run(audit.trail(_audit_database(database_url), case_id))
+    for entry in entries:
+        typer.echo(json.dumps(entry.as_json(), ensure_ascii=False) if as_json else entry.line())
+    if not as_json:
+        typer.echo(f"{len(entries)} event(s) concern case {case_id}")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Argument(help="the bundle to write, e.g. audit.jsonl.gz")],
+    keys: Annotated[Path | None, typer.Option(help="directory of the checkpoint public keys")] = None,
+    service: ServiceOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Write a self-verifying bundle: events with hashes and leaves, checkpoints, public keys."""
+    from shared import audit
+
+    counts = _audit_run(audit.export(_audit_database(database_url), out, _audit_keys(keys), service or audit.SERVICES))
+    typer.echo(f"{sum(counts.values())} events of {len(counts)} service(s) written to {out}")
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(
+    bundle: Annotated[Path, typer.Argument(help="a bundle written by `chengneng audit export`")],
+    keys: Annotated[Path | None, typer.Option(help="also require the bundle's keys to be these")] = None,
+) -> None:
+    """Re-check a bundle with nothing else (no database, no network); exit 1 on any failure."""
+    from shared import audit
+
+    if not bundle.is_file():
+        raise fail(f"no bundle at {bundle}", 2)
+    report = audit.verify_bundle(bundle, keys_dir=keys, progress=sys.stderr)
+    audit.print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
