@@ -269,8 +269,8 @@ async def atom_feed(
     body = f"""<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><id>urn:chengneng:disclosure:feed</id>
 <title>chengneng 信息公开</title><updated>{updated}</updated>
-<link rel="self" href="{base}/public/feed.atom?after={after}{query}"/>
-<link rel="next" href="{base}/public/feed.atom?after={last}{query}"/>
+<link rel="self" href="{escape(f"{base}/public/feed.atom?after={after}{query}")}"/>
+<link rel="next" href="{escape(f"{base}/public/feed.atom?after={last}{query}")}"/>
 {entries}</feed>
 """
     return Response(body, media_type="application/atom+xml", headers={"X-Next-After": str(last)})
