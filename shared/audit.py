@@ -395,7 +395,7 @@ class ServiceCheck:
         self._heads: dict[str, tuple[int, bytes]] = {}
         self._last_stream: str | None = None
         self._next_index = 0
-        self._last_position = 0
+        self._stream_versions: dict[str, int] = {}
         self._pending_unsealed: tuple[str, int] | None = None  # bundle mode: first unsealed before a sealed one
 
     def fail(self, where: str, what: str) -> None:
@@ -440,50 +440,51 @@ class ServiceCheck:
 
     # (b) the log
     def log_entry(
-        self, log_index: int, position: int, leaf: bytes, event_hash: bytes | None, stream: str | None = None
+        self,
+        log_index: int,
+        position: int,
+        leaf: bytes,
+        event_hash: bytes | None,
+        stream: str | None = None,
+        xid: int | None = None,
     ) -> None:
         where = f"log index {log_index} (position {position}{', ' + stream if stream else ''})"
         if log_index != self._next_index:
             self.fail(where, f"log indices are not dense: expected {self._next_index}")
-        if position <= self._last_position:
-            self.fail(where, f"log entries are out of commit order: position {position} after {self._last_position}")
+        # Each stream's events enter the log in version order (what consumers rely on).
+        if stream is not None:
+            name, _, version_text = stream.removeprefix("stream ").rpartition(" version ")
+            version = int(version_text)
+            if version <= self._stream_versions.get(name, 0):
+                self.fail(where, f"version {version} of {name} is logged after version {self._stream_versions[name]}")
+            self._stream_versions[name] = version
         if event_hash is None:
             self.fail(where, f"points at position {position}, which holds no event (deleted?)")
         elif merkle.leaf_hash(event_hash) != leaf:
             self.fail(where, "the leaf hash does not match the event's hash (event or log entry changed)")
         self._next_index = log_index + 1
-        self._last_position = position
         self.leaves.append(leaf)
         self.summary.log_entries += 1
         self.progress.tick(self.service, "log entries", self.summary.log_entries)
 
-    def unsealed_in_db(self, env: Envelope, last_sealed_position: int) -> None:
-        """An event without a log entry: an error below the last sealed position."""
+    def unsealed_in_db(self, env: Envelope, xid: int, last_sealed: tuple[int, int]) -> None:
+        """An event without a log entry: an error when the sealer has already passed its place."""
         assert env.position is not None
-        if env.position < last_sealed_position:
+        if (xid, env.position) < last_sealed:
             self.fail(
                 f"stream {env.stream_id} version {env.stream_version} (position {env.position})",
-                f"has no log entry although position {last_sealed_position} after it is sealed: "
-                "inserted after the fact",
+                f"has no log entry although the sealer is past it (at {last_sealed}): inserted after the fact",
             )
         else:
             self.summary.unsealed += 1
 
     def unsealed_in_order(self, env: Envelope) -> None:
-        """Bundle mode (position order): remember it; a later sealed event makes it an error."""
+        """Bundle mode: an unsealed event is counted. Position order is not tail order (a later
+        position may commit, and be sealed, first), so the bundle cannot call it inserted."""
         self.summary.unsealed += 1
-        if self._pending_unsealed is None:
-            self._pending_unsealed = (f"stream {env.stream_id} version {env.stream_version}", env.position or 0)
 
     def sealed_in_order(self, position: int) -> None:
-        if self._pending_unsealed is not None:
-            where, pos = self._pending_unsealed
-            self.fail(
-                f"{where} (position {pos})",
-                f"has no log entry although position {position} after it is sealed: inserted after the fact",
-            )
-            self.summary.unsealed = 0
-            self._pending_unsealed = None
+        """Bundle mode: nothing to check here (see ``unsealed_in_order``)."""
 
     # (c) checkpoints
     def finish(self) -> None:
@@ -638,10 +639,11 @@ async def _verify_store(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         stored = [Checkpoint.from_row(r) for r in await conn.fetch("SELECT * FROM checkpoints ORDER BY tree_size")]
         check = ServiceCheck(service, report, ticker, key, stored, external)
-        last_sealed = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM log_entries"))
+        last_row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
+        last_sealed = (int(last_row["xid"]), int(last_row["position"])) if last_row else (0, 0)
         chain_sql = (
-            f"SELECT {store.COLUMNS}, log_index FROM events LEFT JOIN log_entries USING (position) "
-            "ORDER BY stream_id, stream_version"
+            f"SELECT {store.COLUMNS}, xact_id::text::bigint AS xid, log_index FROM events "
+            "LEFT JOIN log_entries USING (position) ORDER BY stream_id, stream_version"
         )
         async for row in conn.cursor(chain_sql, prefetch=2000):
             try:
@@ -651,13 +653,17 @@ async def _verify_store(
                 continue
             check.event(env)
             if row["log_index"] is None:
-                check.unsealed_in_db(env, last_sealed)
-        log_sql = """SELECT l.log_index, l.position, l.leaf_hash, e.hash, e.stream_id, e.stream_version
+                check.unsealed_in_db(env, int(row["xid"]), last_sealed)
+        log_sql = """SELECT l.log_index, l.position, l.leaf_hash, e.hash, e.stream_id, e.stream_version,
+                            e.xact_id::text::bigint AS xid
                      FROM log_entries l LEFT JOIN events e USING (position) ORDER BY l.log_index"""
         async for row in conn.cursor(log_sql, prefetch=5000):
             event_hash = bytes(row["hash"]) if row["hash"] is not None else None
             stream = f"stream {row['stream_id']} version {row['stream_version']}" if event_hash else None
-            check.log_entry(int(row["log_index"]), int(row["position"]), bytes(row["leaf_hash"]), event_hash, stream)
+            xid = int(row["xid"]) if row["xid"] is not None else None
+            check.log_entry(
+                int(row["log_index"]), int(row["position"]), bytes(row["leaf_hash"]), event_hash, stream, xid
+            )
         check.finish()
     return check
 
@@ -739,6 +745,7 @@ async def _verify_topic(
     topic = topic_of(service)
     # How far the relay says it published, read before the topic: a sealed event after it
     # is only "not yet published"; one at or before it must be on the topic.
+    # The relay's position is the next log index it will publish.
     relayed = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM relay_positions"))
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS audit_topic (
@@ -790,16 +797,18 @@ async def _verify_topic(
     missing = """FROM events e JOIN log_entries l USING (position)
                  WHERE l.log_index < $1 AND NOT EXISTS (SELECT 1 FROM audit_topic t WHERE t.event_id = e.event_id)"""
     for row in await conn.fetch(
-        f"SELECT e.stream_id, e.stream_version, e.position {missing} AND e.position <= $2 "
-        "ORDER BY e.position LIMIT 100",
+        f"SELECT e.stream_id, e.stream_version, e.position {missing} AND l.log_index < $2 "
+        "ORDER BY l.log_index LIMIT 100",
         check.summary.log_entries,
         relayed,
     ):
         check.fail(
             f"stream {row['stream_id']} version {row['stream_version']} (position {row['position']})",
-            f"sealed and relayed (the relay is at position {relayed}) but not on topic {topic}",
+            f"sealed and relayed (the relay is at log index {relayed}) but not on topic {topic}",
         )
-    pending = await conn.fetchval(f"SELECT count(*) {missing} AND e.position > $2", check.summary.log_entries, relayed)
+    pending = await conn.fetchval(
+        f"SELECT count(*) {missing} AND l.log_index >= $2", check.summary.log_entries, relayed
+    )
     if pending:
         check.report.notes.append(f"{service}: {pending} sealed event(s) not yet published to {topic}")
     await conn.execute("DROP TABLE audit_topic")
@@ -1026,7 +1035,7 @@ async def export(
                         writer.write({"kind": "checkpoint", "service": service, **Checkpoint.from_row(row).as_json()})
                     query = f"""SELECT {store.COLUMNS}, l.log_index, l.leaf_hash, l.position AS log_position
                                 FROM events FULL JOIN log_entries l USING (position)
-                                ORDER BY coalesce(events.position, l.position)"""
+                                ORDER BY l.log_index NULLS LAST, coalesce(events.position, l.position)"""
                     n = 0
                     async for row in conn.cursor(query, prefetch=2000):
                         sealed = {
@@ -1127,6 +1136,7 @@ def verify_bundle(
     key: Ed25519PublicKey | None = None
     service = ""
     checkpoints: list[Checkpoint] = []
+    pending: list[Envelope] = []
     header_seen = False
 
     def start_checks() -> ServiceCheck:
@@ -1142,7 +1152,7 @@ def verify_bundle(
                 header_seen = True
             elif kind == "service":
                 if service:
-                    (check or start_checks()).finish()
+                    _finish_bundle_service(check or start_checks(), pending)
                 service, check, checkpoints = record["service"], None, []
                 key = parse_public_key(record["public_key"].encode())
                 if keys_dir is not None:
@@ -1154,7 +1164,7 @@ def verify_bundle(
             elif kind == "event":
                 check = check or start_checks()
                 env = _envelope_from_json(record)
-                check.event(env)
+                pending.append(env)  # chains are checked per stream once the service is read
                 _bundle_leaf(check, record, env.position, env.hash, env)
             elif kind == "log_entry":
                 check = check or start_checks()
@@ -1164,9 +1174,18 @@ def verify_bundle(
         except (KeyError, ValueError, TypeError) as exc:
             report.fail(service or "bundle", f"line {number}", f"malformed {kind} record: {exc!r}")
     if service:
-        (check or start_checks()).finish()
+        _finish_bundle_service(check or start_checks(), pending)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _finish_bundle_service(check: ServiceCheck, pending: list[Envelope]) -> None:
+    """Check the chains in stream order: the bundle lists events in log order, which is the
+    sealer's (transaction id, position) order, not each stream's version order."""
+    for env in sorted(pending, key=lambda e: (e.stream_id, e.stream_version)):
+        check.event(env)
+    pending.clear()
+    check.finish()
 
 
 def _bundle_leaf(

@@ -9,6 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -59,22 +62,23 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 # --- the stack -----------------------------------------------------------------------
 
 
-@app.command()
-def up(
-    database_url: Annotated[
-        str | None, typer.Option(help="Use this PostgreSQL (admin URL) instead of the embedded one [env DATABASE_URL]")
-    ] = None,
-    kafka_bootstrap: Annotated[
-        str | None, typer.Option(help="Use this Kafka instead of the embedded broker [env KAFKA_BOOTSTRAP_SERVERS]")
-    ] = None,
-    home: Annotated[
-        Path | None, typer.Option(help="State directory [env CHENGNENG_HOME, default ./.chengneng]")
-    ] = None,
-    exit_when_ready: Annotated[
-        bool, typer.Option("--exit-when-ready", help="Start, print the addresses, then stop everything (for checks)")
-    ] = False,
-) -> None:
-    """Start the whole stack in the foreground and print its addresses; Ctrl-C stops it."""
+@dataclass
+class RunningStack:
+    """What `up` started: where its state lives, the addresses, and the child processes."""
+
+    settings: Settings
+    state: Path
+    stopping: bool = False
+    urls: dict[str, str] = field(default_factory=dict)
+    bootstrap: str = ""
+    db_url: str = ""
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    spawn: Callable[[str], subprocess.Popen[bytes]] | None = None
+
+
+@contextmanager
+def _running_stack(database_url: str | None, kafka_bootstrap: str | None, home: Path | None) -> Iterator[RunningStack]:
+    """Start the whole stack (as `up` does) and stop it when the block ends; Ctrl-C sets ``stopping``."""
     from shared import embedded
     from shared.auth import ensure_keypair
 
@@ -91,18 +95,16 @@ def up(
     state = settings.home.expanduser().resolve()
     (state / "logs").mkdir(parents=True, exist_ok=True)
     ensure_keypair(settings.private_key_path, settings.public_key_path)
-
-    stopping = False
+    stack = RunningStack(settings=settings, state=state)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stack.stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
     pg = broker = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    children = stack.children
     try:
         db_url = settings.database_url
         if db_url is None:
@@ -136,34 +138,13 @@ def up(
         for name in PROCESSES:
             typer.echo(f"starting {name} ...")
             children[name] = spawn(name)
-        _wait_healthy(children, ports, state, lambda: stopping)
+        _wait_healthy(children, ports, state, lambda: stack.stopping)
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         (state / "stack.json").write_text(
             json.dumps({"services": urls, "kafka_bootstrap": bootstrap, "database_url": db_url}, indent=2)
         )
-        typer.echo("")
-        typer.secho(f"chengneng is running (home {state})", bold=True)
-        for name, url in urls.items():
-            what = f"(API docs {url}/docs)" if name in SERVICES else "(stream processor; health at /health)"
-            typer.echo(f"  {name:<12} {url}   {what}")
-        typer.echo(f"  {'kafka':<12} {bootstrap}")
-        typer.echo(f"  {'database':<12} {db_url}")
-        typer.echo(f"  {'logs':<12} {state / 'logs'}")
-        typer.echo("Get a token:  chengneng token issue --role department --org dept-x --jurisdiction 510600")
-        typer.echo("Press Ctrl-C to stop.")
-        restarts: dict[str, int] = {}
-        while not stopping and not exit_when_ready:
-            time.sleep(0.5)
-            for name, child in list(children.items()):
-                if child.poll() is not None and not stopping:
-                    restarts[name] = restarts.get(name, 0) + 1
-                    typer.secho(
-                        f"{name} exited with {child.returncode}; restarting (see {state}/logs/{name}.log)",
-                        fg=typer.colors.YELLOW,
-                        err=True,
-                    )
-                    time.sleep(min(restarts[name], 10))
-                    children[name] = spawn(name)
+        stack.urls, stack.bootstrap, stack.db_url, stack.spawn = urls, bootstrap, db_url, spawn
+        yield stack
     except embedded.EmbeddedStartError as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -182,6 +163,110 @@ def up(
         if pg is not None:
             pg.stop()
         typer.echo("stopped; stored events are kept in " + str(state))
+
+
+def _print_addresses(stack: RunningStack, *, until_ctrl_c: bool = True) -> None:
+    """The block `up` prints once everything is healthy."""
+    typer.echo("")
+    typer.secho(f"chengneng is running (home {stack.state})", bold=True)
+    for name, url in stack.urls.items():
+        what = f"(API docs {url}/docs)" if name in SERVICES else "(stream processor; health at /health)"
+        typer.echo(f"  {name:<12} {url}   {what}")
+    typer.echo(f"  {'kafka':<12} {stack.bootstrap}")
+    typer.echo(f"  {'database':<12} {stack.db_url}")
+    typer.echo(f"  {'logs':<12} {stack.state / 'logs'}")
+    typer.echo("Get a token:  chengneng token issue --role department --org dept-x --jurisdiction 510600")
+    if until_ctrl_c:
+        typer.echo("Press Ctrl-C to stop.")
+
+
+def _serve_until_stopped(stack: RunningStack) -> None:
+    """Keep the stack running until Ctrl-C, restarting a process that exits."""
+    assert stack.spawn is not None
+    restarts: dict[str, int] = {}
+    while not stack.stopping:
+        time.sleep(0.5)
+        for name, child in list(stack.children.items()):
+            if child.poll() is not None and not stack.stopping:
+                restarts[name] = restarts.get(name, 0) + 1
+                typer.secho(
+                    f"{name} exited with {child.returncode}; restarting (see {stack.state}/logs/{name}.log)",
+                    fg=typer.colors.YELLOW,
+                    err=True,
+                )
+                time.sleep(min(restarts[name], 10))
+                stack.children[name] = stack.spawn(name)
+
+
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option(help="Use this PostgreSQL (admin URL) instead of the embedded one [env DATABASE_URL]")
+]
+KafkaOption = Annotated[
+    str | None, typer.Option(help="Use this Kafka instead of the embedded broker [env KAFKA_BOOTSTRAP_SERVERS]")
+]
+HomeOption = Annotated[Path | None, typer.Option(help="State directory [env CHENGNENG_HOME, default ./.chengneng]")]
+
+
+@app.command()
+def up(
+    database_url: DatabaseUrlOption = None,
+    kafka_bootstrap: KafkaOption = None,
+    home: HomeOption = None,
+    exit_when_ready: Annotated[
+        bool, typer.Option("--exit-when-ready", help="Start, print the addresses, then stop everything (for checks)")
+    ] = False,
+) -> None:
+    """Start the whole stack in the foreground and print its addresses; Ctrl-C stops it."""
+    with _running_stack(database_url, kafka_bootstrap, home) as stack:
+        _print_addresses(stack)
+        if not exit_when_ready:
+            _serve_until_stopped(stack)
+
+
+@app.command()
+def demo(
+    database_url: DatabaseUrlOption = None,
+    kafka_bootstrap: KafkaOption = None,
+    home: HomeOption = None,
+    exit_after: Annotated[
+        bool, typer.Option("--exit", help="Stop the stack after the summary instead of serving until Ctrl-C")
+    ] = False,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Directory of the scenario's YAML files [default: the one shipped]")
+    ] = None,
+) -> None:
+    """Start the stack like `up`, play the scenario (the Deyang report and the national pilot) over HTTP,
+    compare the disclosed statistics with the report, print the summary and the addresses.
+
+    Exits 1 when a step fails or a disclosed figure differs from the report.
+    """
+    from shared import demo as scenario_runner
+
+    began = time.monotonic()
+    try:
+        data = scenario_runner.load_scenario(scenario or scenario_runner.SCENARIO_DIR)
+    except scenario_runner.ScenarioError as exc:
+        raise fail(str(exc), 2) from exc
+    with _running_stack(database_url, kafka_bootstrap, home) as stack:
+        started = time.monotonic() - began
+        typer.echo("")
+        typer.secho(f"playing the scenario ({len(data.levels)} jurisdictions) ...", bold=True)
+        outcome = scenario_runner.run(
+            stack.urls,
+            stack.settings.private_key_path,
+            data,
+            echo=typer.echo,
+            cancelled=lambda: stack.stopping,
+        )
+        if outcome.aborted:
+            raise typer.Exit(130)
+        total = time.monotonic() - began
+        typer.echo(f"demo took {total:.1f} s (stack start {started:.1f} s, scenario {outcome.seconds:.1f} s)")
+        _print_addresses(stack, until_ctrl_c=not exit_after)
+        if not exit_after:
+            _serve_until_stopped(stack)
+    if not outcome.ok:
+        raise typer.Exit(1)
 
 
 def _wait_healthy(

@@ -49,6 +49,10 @@ OUT_OF_ORDER = Counter(
 HANDLER_ATTEMPTS = 5
 
 
+class _AppliedConcurrently(Exception):
+    """Rolls back an application that another consumer instance committed first."""
+
+
 class OutOfOrder(Exception):
     """The event follows events this consumer has not applied yet: apply it when it comes again."""
 
@@ -155,27 +159,43 @@ class InboxConsumer:
 
     async def apply(self, event: IncomingEvent) -> bool:
         """Apply one event through the inbox; False when it had been applied already."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now()
-                       WHERE inbox.outcome <> 'applied'
-                   RETURNING 1""",
-                self.name,
-                event.event_id,
-                event.source,
-                event.event_type,
-            )
-            if not fresh:
-                DUPLICATES.labels(self.name).inc()
-                return False
-            structlog.contextvars.bind_contextvars(
-                correlation_id=str(event.correlation_id), event_id=str(event.event_id)
-            )
+        async with self.pool.acquire() as conn:
             try:
-                await self.handler(conn, event)
-            finally:
-                structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
+                async with conn.transaction():
+                    # Look before writing: the transaction takes its id at its first write, and
+                    # that should be the handler's append (tails read in transaction-id order, so
+                    # an id taken early would put this transaction's events before the events it
+                    # read). The inbox row is written last; a concurrent duplicate makes it fail.
+                    done = await conn.fetchval(
+                        "SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2 AND outcome = 'applied'",
+                        self.name,
+                        event.event_id,
+                    )
+                    if done:
+                        DUPLICATES.labels(self.name).inc()
+                        return False
+                    structlog.contextvars.bind_contextvars(
+                        correlation_id=str(event.correlation_id), event_id=str(event.event_id)
+                    )
+                    try:
+                        await self.handler(conn, event)
+                    finally:
+                        structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
+                    recorded = await conn.fetchval(
+                        """INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ($1, $2, $3, $4)
+                           ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now()
+                               WHERE inbox.outcome <> 'applied'
+                           RETURNING 1""",
+                        self.name,
+                        event.event_id,
+                        event.source,
+                        event.event_type,
+                    )
+                    if not recorded:
+                        raise _AppliedConcurrently()
+            except _AppliedConcurrently:
+                DUPLICATES.labels(self.name).inc()
+                return False  # another instance applied it first: our effects were rolled back
         APPLIED.labels(self.name).inc()
         return True
 

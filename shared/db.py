@@ -139,7 +139,14 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE {schema}.log_entries ENABLE ALWAYS TRIGGER log_entries_no_truncate;
         ALTER TABLE {schema}.checkpoints ENABLE ALWAYS TRIGGER checkpoints_append_only;
         ALTER TABLE {schema}.checkpoints ENABLE ALWAYS TRIGGER checkpoints_no_truncate;
+        CREATE TABLE {schema}.sealer_cursor (
+            singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            xid        bigint NOT NULL,
+            position   bigint NOT NULL
+        );
+        CREATE INDEX events_tail_idx ON {schema}.events (xact_id, position);
         GRANT SELECT, INSERT ON {schema}.log_entries, {schema}.checkpoints TO {role};
+        GRANT SELECT, INSERT, UPDATE ON {schema}.sealer_cursor TO {role};
         """,
     ),
 )

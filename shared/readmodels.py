@@ -21,7 +21,7 @@ async def rebuild(
     async with conn.transaction():
         for table in tables:
             await conn.execute(f"DELETE FROM {table}")
-        async for batch in store.tail(conn, 0, batch_size):
+        async for batch in store.tail(conn, batch_size):
             for envelope in batch:
                 await project(
                     conn, envelope, events.decode(envelope.event_type, envelope.schema_version, envelope.payload)

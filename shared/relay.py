@@ -3,7 +3,8 @@
 One active relay per service, chosen by a PostgreSQL advisory lock held on a dedicated
 connection; a standby takes over when the holder's session ends. The relay position
 is stored in the service's database and advanced only after the broker acknowledged
-(acks=all) every record of a batch.
+(acks=all) every record of a batch. It publishes in the order of the sealer's dense log
+(``store.read_log``), so it never needs to reason about late commits itself.
 
 If the broker lost its state (an embedded broker restarted empty), the relay publishes
 again from the first event. Two witnesses tell it so: the topic is missing from the
@@ -37,7 +38,7 @@ PUBLISHED = Counter("chengneng_relay_published_total", "Events published by the 
 LAG = Gauge("chengneng_relay_lag_events", "Stored events not yet published", ["service"])
 HELD = Gauge(
     "chengneng_relay_held_events",
-    "Events committed or pending above the transaction horizon (held back by an older transaction)",
+    "Events not yet sealed: pending, or held back by an older transaction below the horizon",
     ["service"],
 )
 REPUBLISHES = Counter("chengneng_relay_republish_total", "Times the relay restarted from the store", ["service"])
@@ -130,15 +131,15 @@ class Relay:
                 await lock_conn.fetchval("SELECT 1")  # the lock lives as long as this session
                 last_check = time.monotonic()
             position = await self.position()
-            batch = await store.read_after(self.pool, position, self.batch_size)
-            if batch:
+            entries = await store.read_log(self.pool, position, self.batch_size)
+            if entries:
                 # A broker restart can be invisible to the producer (it reconnects and the topic
                 # is auto-created), so the broker's memory is checked before every batch.
                 if await self._check_broker(marker, admin):
                     continue
-                await self._publish(producer, batch)
+                await self._publish(producer, entries)
                 continue
-            behind, held = await store.tail_lag(self.pool, position)
+            behind, held = await self._lag(position)
             LAG.labels(self.service).set(behind)
             HELD.labels(self.service).set(held)
             if held:
@@ -156,7 +157,8 @@ class Relay:
                 self.caught_up.set()
             await asyncio.sleep(self.poll_interval_s)
 
-    async def _publish(self, producer: AIOKafkaProducer, batch: list) -> None:  # type: ignore[type-arg]
+    async def _publish(self, producer: AIOKafkaProducer, entries: list[tuple[int, Envelope]]) -> None:
+        batch = [envelope for _, envelope in entries]
         self.caught_up.clear()
         futures = []
         for envelope in batch:
@@ -171,7 +173,7 @@ class Relay:
                 )
             )
         await asyncio.gather(*futures)  # every record acknowledged before the position moves
-        last = batch[-1].position
+        last = entries[-1][0] + 1  # the relay position is the next log index to publish
         await self.pool.execute(
             """INSERT INTO relay_positions (name, position) VALUES ($1, $2)
                ON CONFLICT (name) DO UPDATE SET position = $2, updated_at = now()""",
@@ -180,6 +182,12 @@ class Relay:
         )
         PUBLISHED.labels(self.service).inc(len(batch))
         log.debug("published", service=self.service, count=len(batch), position=last)
+
+    async def _lag(self, position: int) -> tuple[int, int]:
+        """(events not yet published, of which not yet sealed or held back by the horizon)."""
+        sealed = int(await self.pool.fetchval("SELECT count(*) FROM log_entries"))
+        total = int(await self.pool.fetchval("SELECT count(*) FROM events"))
+        return total - position, total - sealed
 
     async def position(self) -> int:
         value = await self.pool.fetchval("SELECT position FROM relay_positions WHERE name = $1", self.name)

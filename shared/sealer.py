@@ -1,9 +1,10 @@
-"""The sealer: a dense log index in commit order and signed checkpoints of the whole log.
+"""The sealer: a dense log index and signed checkpoints of the whole log.
 
 Each stored event becomes a leaf of a Merkle tree (RFC 6962 / RFC 9162: leaf hash =
 SHA-256(0x00 || event hash), node hash = SHA-256(0x01 || left || right)). The sealer tails
-the events table with the same commit horizon as the relay, so the log index follows
-commit order and is dense. At an interval it signs a checkpoint — origin, tree size, root
+the events table in (transaction id, position) order below the commit horizon
+(``store.read_after``), so the log index is dense and never skips an event that commits
+late; the relay and the feeds follow this log. At an interval it signs a checkpoint — origin, tree size, root
 hash, time — with the service's Ed25519 key, after proving the new tree consistent with
 the previous checkpoint; checkpoints are stored append-only and published to
 ``chengneng.audit.checkpoints``, so a rewritten database disagrees with checkpoints that
@@ -31,6 +32,7 @@ from prometheus_client import Gauge
 
 from shared import kafka, merkle, store
 from shared.auth import ensure_keypair, load_private_key
+from shared.envelope import Envelope
 from shared.resilience import keep_running
 
 log = structlog.get_logger(__name__)
@@ -133,25 +135,69 @@ class Sealer:
         SEALED.labels(self.service).set(self.leaves_loaded)
 
     async def seal_pending(self) -> int:
-        """Give the next committed events their log index; returns how many were sealed."""
-        last = await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM log_entries")
-        batch = await store.read_after(self.pool, int(last), self.batch_size)
-        if not batch:
-            return 0
-        leaves = [merkle.leaf_hash(e.hash) for e in batch]
-        start = self.leaves_loaded
-        await self.pool.execute(
-            """INSERT INTO log_entries (log_index, position, leaf_hash)
-               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])""",
-            list(range(start, start + len(batch))),
-            [e.position for e in batch],
-            leaves,
-        )
+        """Give the next committed events their log index; returns how many were sealed.
+
+        Events are read in (transaction id, position) order below the commit horizon, which
+        never skips one. That order can put a stream's version n+1 before version n (a
+        transaction that had its id before it read the stream's head), so within what is
+        sealed together each stream goes in version order, and a predecessor the batch
+        lacks is sealed with it. The cursor of what was read is stored with the entries.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
+            cursor: store.Cursor = (int(row["xid"]), int(row["position"])) if row else store.START
+            read = await store.read_after(conn, cursor, self.batch_size)
+            if not read:
+                return 0
+            sealed_positions = {
+                r["position"]
+                for r in await conn.fetch(
+                    "SELECT position FROM log_entries WHERE position = ANY($1::bigint[])", [e.position for _, e in read]
+                )
+            }
+            fresh = [e for _, e in read if e.position not in sealed_positions]
+            by_stream: dict[str, list[Envelope]] = {}
+            for envelope in fresh:
+                by_stream.setdefault(envelope.stream_id, []).append(envelope)
+            if by_stream:
+                heads = {
+                    r["stream_id"]: r["version"]
+                    for r in await conn.fetch(
+                        """SELECT e.stream_id, max(e.stream_version) AS version
+                           FROM log_entries l JOIN events e USING (position)
+                           WHERE e.stream_id = ANY($1::text[]) GROUP BY e.stream_id""",
+                        list(by_stream),
+                    )
+                }
+                for stream_id, envelopes in by_stream.items():
+                    lowest = min(e.stream_version for e in envelopes)
+                    expected = heads.get(stream_id, 0) + 1
+                    if lowest > expected:  # committed earlier, read later: seal it first
+                        envelopes += await store.read_versions(conn, stream_id, expected, lowest)
+                    envelopes.sort(key=lambda e: e.stream_version)
+            batch = [e for envelopes in by_stream.values() for e in envelopes]
+            start = self.leaves_loaded
+            leaves = [merkle.leaf_hash(e.hash) for e in batch]
+            if batch:
+                await conn.execute(
+                    """INSERT INTO log_entries (log_index, position, leaf_hash)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])""",
+                    list(range(start, start + len(batch))),
+                    [e.position for e in batch],
+                    leaves,
+                )
+            last = read[-1][0]
+            await conn.execute(
+                """INSERT INTO sealer_cursor (singleton, xid, position) VALUES (true, $1, $2)
+                   ON CONFLICT (singleton) DO UPDATE SET xid = $1, position = $2""",
+                last[0],
+                last[1],
+            )
         for leaf in leaves:
             self.range.append(leaf)
         self.leaves_loaded += len(batch)
         SEALED.labels(self.service).set(self.leaves_loaded)
-        return len(batch)
+        return len(read)
 
     async def checkpoint(self, producer: AIOKafkaProducer | None) -> dict[str, Any] | None:
         """Sign and store a checkpoint of the whole sealed log, if it grew since the last one."""

@@ -174,33 +174,73 @@ async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[E
     return [envelope_from_record(r) for r in rows]
 
 
-async def read_after(conn: Connection | asyncpg.Pool, position: int, limit: int) -> list[Envelope]:
-    """Events after ``position`` in position order, stopping at the commit horizon.
+Cursor = tuple[int, int]
+"""(transaction id, position) of the last event read: the order in which tails read."""
 
-    Nothing at or above the oldest running transaction is returned, so an event that
-    took an earlier position but commits later is still delivered, in order.
+START: Cursor = (0, 0)
+
+
+async def read_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int) -> list[tuple[Cursor, Envelope]]:
+    """Events after ``after`` in (transaction id, position) order, below the commit horizon.
+
+    Positions are taken when a row is inserted, not when its transaction commits, so a
+    reader going by position alone could pass a position whose transaction is still
+    running and never come back to it. Transaction ids, on the other hand, are never
+    handed out below the oldest running transaction (the horizon): every event of a
+    transaction below it is final, and every later one sorts after it. Reading in
+    (transaction id, position) order up to the horizon therefore never skips an event.
+    Only the sealer tails this way; everyone else follows its dense log (``read_log``).
     """
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM events WHERE position > $1 AND {_VISIBLE} ORDER BY position LIMIT $2",
-        position,
+        f"""SELECT {COLUMNS}, xact_id::text::bigint AS xid FROM events
+            WHERE (xact_id, position) > ($1::text::xid8, $2::bigint) AND {_VISIBLE}
+            ORDER BY xact_id, position LIMIT $3""",
+        str(after[0]),
+        after[1],
         limit,
+    )
+    return [((int(r["xid"]), int(r["position"])), envelope_from_record(r)) for r in rows]
+
+
+async def read_versions(conn: Connection | asyncpg.Pool, stream_id: str, first: int, below: int) -> list[Envelope]:
+    """Versions ``first`` .. ``below - 1`` of a stream that are not yet sealed (for the sealer)."""
+    rows = await conn.fetch(
+        f"""SELECT {COLUMNS} FROM events e WHERE stream_id = $1 AND stream_version >= $2 AND stream_version < $3
+            AND NOT EXISTS (SELECT 1 FROM log_entries l WHERE l.position = e.position) ORDER BY stream_version""",
+        stream_id,
+        first,
+        below,
     )
     return [envelope_from_record(r) for r in rows]
 
 
-async def tail(conn: Connection | asyncpg.Pool, position: int, batch_size: int = 500) -> AsyncIterator[list[Envelope]]:
-    """Yield batches of visible events after ``position`` until caught up."""
-    while batch := await read_after(conn, position, batch_size):
-        yield batch
-        position = batch[-1].position or position
+async def read_log(conn: Connection | asyncpg.Pool, after_index: int, limit: int) -> list[tuple[int, Envelope]]:
+    """Sealed events with log index >= ``after_index``, in log order: dense, never skipping."""
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("e." + c.strip() for c in COLUMNS.split(","))}, l.log_index
+            FROM log_entries l JOIN events e USING (position)
+            WHERE l.log_index >= $1 ORDER BY l.log_index LIMIT $2""",
+        after_index,
+        limit,
+    )
+    return [(int(r["log_index"]), envelope_from_record(r)) for r in rows]
 
 
-async def tail_lag(conn: Connection | asyncpg.Pool, position: int) -> tuple[int, int]:
-    """(committed-or-pending events after ``position``, of which held back by the horizon)."""
+async def tail(conn: Connection | asyncpg.Pool, batch_size: int = 500) -> AsyncIterator[list[Envelope]]:
+    """Yield every visible event in tail order, in batches, until caught up."""
+    cursor = START
+    while batch := await read_after(conn, cursor, batch_size):
+        yield [envelope for _, envelope in batch]
+        cursor = batch[-1][0]
+
+
+async def tail_lag(conn: Connection | asyncpg.Pool, after: Cursor) -> tuple[int, int]:
+    """(events after the cursor, of which held back by the horizon)."""
     row = await conn.fetchrow(
         f"""SELECT count(*) AS behind, count(*) FILTER (WHERE NOT ({_VISIBLE})) AS held
-            FROM events WHERE position > $1""",
-        position,
+            FROM events WHERE (xact_id, position) > ($1::text::xid8, $2::bigint)""",
+        str(after[0]),
+        after[1],
     )
     assert row is not None
     return int(row["behind"]), int(row["held"])

@@ -232,15 +232,19 @@ async def public_statistics(jurisdiction: JurisdictionCode, ctx: Context) -> dic
 # --- feeds ---------------------------------------------------------------------------------
 
 
-async def facts_after(ctx: Any, position: int, limit: int, jurisdiction: str | None) -> list[Any]:
-    """Disclosed facts after ``position`` in log order, never skipping one that commits late."""
-    out: list[Any] = []
+async def facts_after(ctx: Any, sequence: int, limit: int, jurisdiction: str | None) -> list[tuple[int, Any]]:
+    """Disclosed facts after ``sequence`` (1-based place in the sealed log), in log order.
+
+    The sealed log is dense and never skips a fact that committed late, so a reader that
+    resumes from the last sequence it saw loses nothing and gets nothing twice.
+    """
+    out: list[tuple[int, Any]] = []
     while len(out) < limit:
-        batch = await store.read_after(ctx.pool, position, limit)
+        batch = await store.read_log(ctx.pool, sequence, limit)
         if not batch:
             break
-        position = batch[-1].position or position
-        out += [e for e in batch if jurisdiction is None or statistics.covers(jurisdiction, e.jurisdiction)]
+        sequence = batch[-1][0] + 1
+        out += [(i + 1, e) for i, e in batch if jurisdiction is None or statistics.covers(jurisdiction, e.jurisdiction)]
     return out[:limit]
 
 
@@ -253,7 +257,7 @@ async def atom_feed(
     jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{5}$")] = None,
 ) -> Response:
     facts = await facts_after(ctx, after, limit, jurisdiction)
-    last = facts[-1].position if facts else after
+    last = facts[-1][0] if facts else after
     base = str(request.base_url).rstrip("/")
     query = f"&jurisdiction={jurisdiction}" if jurisdiction else ""
     entries = "".join(
@@ -261,11 +265,12 @@ async def atom_feed(
 <title>{escape(e.payload["public_type"])} {escape(e.payload["subject"])}</title>
 <updated>{e.occurred_at.isoformat()}</updated><category term="{escape(e.payload["public_type"])}"/>
 <link rel="alternate" href="{base}/public/facts/{e.position}"/>
-<content type="application/json">{escape(json.dumps(_fact_view(e), ensure_ascii=False))}</content></entry>
+<content type="application/json">{escape(json.dumps({**_fact_view(e), "sequence": seq}, ensure_ascii=False))}</content>
+</entry>
 """
-        for e in facts
+        for seq, e in facts
     )
-    updated = facts[-1].occurred_at.isoformat() if facts else datetime.now(UTC).isoformat()
+    updated = facts[-1][1].occurred_at.isoformat() if facts else datetime.now(UTC).isoformat()
     body = f"""<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><id>urn:chengneng:disclosure:feed</id>
 <title>chengneng 信息公开</title><updated>{updated}</updated>
@@ -299,10 +304,10 @@ async def sse(
         yield b": chengneng disclosure stream\n\n"
         while True:
             facts = await facts_after(ctx, position, 200, jurisdiction)
-            for e in facts:
-                position = e.position
-                payload = json.dumps(_fact_view(e), ensure_ascii=False)
-                yield f"id: {e.position}\nevent: {e.payload['public_type']}\ndata: {payload}\n\n".encode()
+            for seq, e in facts:
+                position = seq
+                payload = json.dumps({**_fact_view(e), "sequence": seq}, ensure_ascii=False)
+                yield f"id: {seq}\nevent: {e.payload['public_type']}\ndata: {payload}\n\n".encode()
                 sent += 1
                 if max_events and sent >= max_events:
                     return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from shared.kafka import IncomingEvent
 from shared.messages import Event
 from shared.principal import Principal, Role
 from shared.relay import Relay
+from shared.sealer import Sealer
 from tests.conftest import ServiceDb
 
 ACTOR = Principal(subject="clerk", organisation="dept-sci", role=Role.DEPARTMENT, jurisdiction="510600")
@@ -50,13 +52,24 @@ async def running_relay(service_db: ServiceDb, bootstrap: str) -> AsyncIterator[
         poll_interval_s=0.05,
         topic_check_interval_s=0.5,
     )
-    task = asyncio.create_task(relay.run())
+    # The relay publishes what the sealer has put in the log, so the sealer runs beside it.
+    sealer = Sealer(
+        service_db.schema,
+        service_db.pool,
+        service_db.app_url,
+        bootstrap,
+        Path(tempfile.mkdtemp(prefix="chengneng-keys-")),
+        interval_s=60,
+    )
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(sealer.run())]
     try:
         yield relay
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def read_topic(
@@ -90,11 +103,11 @@ async def read_topic(
 async def test_relay_publishes_every_event_once_as_cloudevents(service_db: ServiceDb, broker: EmbeddedBroker) -> None:
     for n in range(5):
         await append(service_db, f"case-{n}", 0, *(f"c{n}-e{i}" for i in range(6)))
-    stored = await store.read_after(service_db.pool, 0, 1000)
+    stored = [e for _, e in await store.read_after(service_db.pool, store.START, 1000)]
     async with running_relay(service_db, broker.bootstrap) as relay:
         await asyncio.wait_for(relay.caught_up.wait(), 30)
         records = await read_topic(broker.bootstrap, kafka.events_topic(service_db.schema), len(stored))
-        assert await relay.position() == stored[-1].position
+        assert await relay.position() == len(stored)  # the next log index to publish
     assert len(records) == len(stored) == 30
     events = [
         from_binary(KafkaMessage(headers=dict(r.headers), key=r.key, value=r.value), JSONFormat()) for r in records

@@ -104,10 +104,10 @@ async def test_tail_delivers_an_event_that_commits_after_a_later_position(servic
         assert first[0].position < second[0].position
         await tx_late.commit()
         # The later position is committed, the earlier is not: a naive tail would skip it.
-        assert await store.read_after(service_db.pool, 0, 100) == []
+        assert await store.read_after(service_db.pool, store.START, 100) == []
         await tx_early.commit()
-        delivered = await store.read_after(service_db.pool, 0, 100)
-        assert [e.stream_id for e in delivered] == ["early", "late"]
+        delivered = await store.read_after(service_db.pool, store.START, 100)
+        assert [e.stream_id for _, e in delivered] == ["early", "late"]
     finally:
         await service_db.pool.release(early)
         await service_db.pool.release(late)
@@ -118,15 +118,15 @@ async def test_tail_never_skips_under_concurrent_writers(service_db: ServiceDb) 
     done = asyncio.Event()
 
     async def reader() -> None:
-        position = 0
+        cursor = store.START
         while True:
-            batch = await store.read_after(service_db.pool, position, 50)
-            for e in batch:
-                assert e.position is not None and e.position > position
+            batch = await store.read_after(service_db.pool, cursor, 50)
+            for next_cursor, e in batch:
+                assert next_cursor > cursor and e.position is not None
                 seen.append(e.position)
-                position = e.position
+                cursor = next_cursor
             if not batch:
-                if done.is_set() and position == await store.last_position(service_db.pool):
+                if done.is_set() and len(seen) == await service_db.pool.fetchval("SELECT count(*) FROM events"):
                     return
                 await asyncio.sleep(0.005)
 
@@ -139,7 +139,36 @@ async def test_tail_never_skips_under_concurrent_writers(service_db: ServiceDb) 
     done.set()
     await asyncio.wait_for(read_task, 30)
     committed = [r["position"] for r in await service_db.pool.fetch("SELECT position FROM events ORDER BY position")]
-    assert seen == committed and len(seen) == 150
+    assert sorted(seen) == committed and len(seen) == len(set(seen)) == 150
+
+
+async def test_tail_delivers_an_event_whose_transaction_started_late_but_took_an_earlier_position(
+    service_db: ServiceDb,
+) -> None:
+    """The order a consumer creates: inbox row first (an early transaction id), event later."""
+    consumer = await service_db.pool.acquire()
+    command = await service_db.pool.acquire()
+    try:
+        consumer_tx = consumer.transaction()
+        await consumer_tx.start()
+        await consumer.execute(
+            "INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ('c', $1, 's', 't')", uuid.uuid4()
+        )  # takes the older transaction id
+        command_tx = command.transaction()
+        await command_tx.start()
+        (from_command,) = await store.append(command, "command", "note", 0, [Noted(text="lower position")], meta())
+        (from_consumer,) = await store.append(consumer, "consumer", "note", 0, [Noted(text="higher")], meta())
+        assert from_command.position is not None and from_consumer.position is not None
+        assert from_command.position < from_consumer.position
+        await consumer_tx.commit()  # the higher position commits first ...
+        first = await store.read_after(service_db.pool, store.START, 100)
+        assert [e.stream_id for _, e in first] == ["consumer"]
+        await command_tx.commit()  # ... the lower one later: a reader by position would have passed it
+        rest = await store.read_after(service_db.pool, first[-1][0], 100)
+        assert [e.stream_id for _, e in rest] == ["command"]
+    finally:
+        await service_db.pool.release(consumer)
+        await service_db.pool.release(command)
 
 
 async def test_every_stream_is_a_sha256_hash_chain(service_db: ServiceDb) -> None:

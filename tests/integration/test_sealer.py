@@ -1,0 +1,78 @@
+"""The sealer's log: dense, never skipping, and each stream in version order."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared import merkle, store
+from shared.messages import Event
+from shared.principal import Principal, Role
+from shared.sealer import Sealer
+from tests.conftest import ServiceDb
+
+ACTOR = Principal(subject="clerk", organisation="deyang-cast", role=Role.ASSOCIATION, jurisdiction="510600")
+
+
+class Noted(Event):
+    event_type = "Noted"
+    text: str
+
+
+def meta() -> store.Metadata:
+    return store.Metadata(
+        actor=ACTOR, jurisdiction="510600", occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4()
+    )
+
+
+def sealer_for(service_db: ServiceDb) -> Sealer:
+    keys = Path(tempfile.mkdtemp(prefix="chengneng-keys-"))
+    return Sealer(service_db.schema, service_db.pool, service_db.app_url, "unused:9092", keys)
+
+
+async def test_a_stream_enters_the_log_in_version_order_even_when_transaction_ids_are_inverted(
+    service_db: ServiceDb,
+) -> None:
+    early = await service_db.pool.acquire()
+    late = await service_db.pool.acquire()
+    try:
+        early_tx = early.transaction()
+        await early_tx.start()
+        # The early transaction takes its id with a first write elsewhere ...
+        await early.execute(
+            "INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ('c', $1, 's', 't')", uuid.uuid4()
+        )
+        async with late.transaction():  # ... a later one writes version 1 and commits ...
+            await store.append(late, "case-1", "note", 0, [Noted(text="v1")], meta())
+        # ... and the early one reads that head and writes version 2: a smaller id, a later version.
+        await store.append(early, "case-1", "note", 1, [Noted(text="v2")], meta())
+        await early_tx.commit()
+    finally:
+        await service_db.pool.release(early)
+        await service_db.pool.release(late)
+    tail_order = [e.stream_version for _, e in await store.read_after(service_db.pool, store.START, 10)]
+    assert tail_order == [2, 1]  # what the transaction-id order alone would give
+
+    sealer = sealer_for(service_db)
+    await sealer.seal_pending()
+    logged = await service_db.pool.fetch(
+        """SELECT e.stream_version, l.leaf_hash, e.hash FROM log_entries l JOIN events e USING (position)
+           ORDER BY l.log_index"""
+    )
+    assert [r["stream_version"] for r in logged] == [1, 2]
+    assert all(bytes(r["leaf_hash"]) == merkle.leaf_hash(bytes(r["hash"])) for r in logged)
+    assert await sealer.seal_pending() == 0  # nothing is sealed twice
+
+
+async def test_a_predecessor_beyond_the_batch_is_sealed_first(service_db: ServiceDb) -> None:
+    for n in range(3):
+        async with service_db.pool.acquire() as conn, conn.transaction():
+            await store.append(conn, f"s{n}", "note", 0, [Noted(text="x")], meta())
+    sealer = sealer_for(service_db)
+    sealer.batch_size = 1
+    while await sealer.seal_pending():
+        pass
+    rows = await service_db.pool.fetch("SELECT log_index FROM log_entries ORDER BY log_index")
+    assert [r["log_index"] for r in rows] == [0, 1, 2]
