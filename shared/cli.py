@@ -524,6 +524,82 @@ def audit_trail(
         typer.echo(f"{len(entries)} event(s) concern case {case_id}")
 
 
+def _service_url(service: str, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    services = _stack_json().get("services")
+    if not isinstance(services, dict) or service not in services:
+        raise fail(f"give --url, or run `chengneng up` (its stack.json names {service}'s address)", 2)
+    return str(services[service]).rstrip("/")
+
+
+def _proof_checked(kind: str, body: dict[str, object], ok: bool) -> None:
+    typer.echo(json.dumps({**body, "verified": ok}, indent=2))
+    if not ok:
+        raise fail(f"the {kind} proof does not verify")
+
+
+@audit_app.command("prove-inclusion")
+def audit_prove_inclusion(
+    service: Annotated[str, typer.Option(help=f"one of {', '.join(SERVICES)}")],
+    position: Annotated[int, typer.Option(help="the event's position in that service's store")],
+    url: Annotated[str | None, typer.Option(help="the service's address [default: stack.json]")] = None,
+) -> None:
+    """Fetch and check the inclusion proof of one event in the service's latest checkpoint."""
+    from shared import merkle
+
+    base = _service_url(service, url)
+    try:
+        entry = httpx.get(f"{base}/audit/entries/{position}", timeout=10)
+        latest = httpx.get(f"{base}/audit/checkpoints/latest", timeout=10)
+        if entry.status_code != 200 or latest.status_code != 200:
+            raise fail(f"{(entry if entry.status_code != 200 else latest).json().get('detail')}", 1)
+        index, size = entry.json()["log_index"], latest.json()["tree_size"]
+        if index >= size:
+            raise fail(f"the event (log index {index}) is not in the latest checkpoint (size {size}) yet", 1)
+        proof = httpx.get(f"{base}/audit/proofs/inclusion", params={"log_index": index, "tree_size": size}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise fail(f"{base} cannot be reached: {exc}", 2) from exc
+    body = proof.json()
+    checkpoint_root = bytes.fromhex(latest.json()["root_hash"])
+    ok = merkle.verify_inclusion(
+        bytes.fromhex(body["leaf_hash"]), index, size, [bytes.fromhex(p) for p in body["proof"]], checkpoint_root
+    )
+    _proof_checked("inclusion", {**body, "checkpoint": latest.json()}, ok)
+
+
+@audit_app.command("prove-consistency")
+def audit_prove_consistency(
+    service: Annotated[str, typer.Option(help=f"one of {', '.join(SERVICES)}")],
+    first: Annotated[int, typer.Option(help="tree size of the older checkpoint")],
+    second: Annotated[int, typer.Option(help="tree size of the newer checkpoint")],
+    url: Annotated[str | None, typer.Option(help="the service's address [default: stack.json]")] = None,
+) -> None:
+    """Fetch and check that the log of size ``second`` extends the log of size ``first``."""
+    from shared import merkle
+
+    base = _service_url(service, url)
+    try:
+        response = httpx.get(f"{base}/audit/proofs/consistency", params={"first": first, "second": second}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise fail(f"{base} cannot be reached: {exc}", 2) from exc
+    if response.status_code != 200:
+        raise fail(str(response.json().get("detail")), 1)
+    body = response.json()
+    # Check against the signed checkpoints of those sizes where they exist, not only the roots served.
+    roots = {"first": bytes.fromhex(body["first_root"]), "second": bytes.fromhex(body["second_root"])}
+    for name, size in (("first", first), ("second", second)):
+        listed = httpx.get(f"{base}/audit/checkpoints", params={"after_size": size - 1, "limit": 1}, timeout=10)
+        found = listed.json().get("checkpoints", []) if listed.status_code == 200 else []
+        if found and found[0]["tree_size"] == size:
+            roots[name] = bytes.fromhex(found[0]["root_hash"])
+            body[f"{name}_checkpoint_signed_at"] = found[0]["signed_at"]
+    ok = merkle.verify_consistency(
+        first, second, roots["first"], roots["second"], [bytes.fromhex(p) for p in body["proof"]]
+    )
+    _proof_checked("consistency", body, ok)
+
+
 @audit_app.command("export")
 def audit_export(
     out: Annotated[Path, typer.Argument(help="the bundle to write, e.g. audit.jsonl.gz")],

@@ -128,6 +128,36 @@ def test_an_inclusion_proof_from_the_api_checks_against_the_latest_checkpoint(au
     assert not merkle.verify_inclusion(merkle.leaf_hash(b"x"), entry["log_index"], latest["tree_size"], nodes, root)
 
 
+def test_the_cli_serves_and_checks_inclusion_and_consistency_proofs(audited_stack: Stack, case: str) -> None:
+    [event] = run_sql(
+        audited_stack,
+        "SELECT position FROM supervision.events WHERE stream_id = $1 AND stream_version = 1",
+        f"case-{case}",
+    )
+    included = chengneng(
+        audited_stack, "prove-inclusion", "--service", "supervision", "--position", str(event["position"])
+    )
+    assert included.returncode == 0, included.stdout + included.stderr
+    assert json.loads(included.stdout)["verified"] is True
+    sizes = [c["tree_size"] for c in audited_stack.client("registry").get("/audit/checkpoints").json()["checkpoints"]]
+    assert sizes  # the oldest and the newest (the same one, if only one was signed yet)
+    consistent = chengneng(
+        audited_stack,
+        "prove-consistency",
+        "--service",
+        "registry",
+        "--first",
+        str(sizes[0]),
+        "--second",
+        str(sizes[-1]),
+    )
+    assert consistent.returncode == 0, consistent.stdout + consistent.stderr
+    body = json.loads(consistent.stdout)
+    assert body["verified"] is True and "first_checkpoint_signed_at" in body
+    missing = chengneng(audited_stack, "prove-inclusion", "--service", "supervision", "--position", "999999")
+    assert missing.returncode != 0 and "not sealed" in missing.stderr
+
+
 def trail(stack: Stack, case: str) -> list[dict[str, Any]]:
     result = chengneng(stack, "trail", case, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
