@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from shared.commands import Aggregate, CommandResult, Idempotency
 from shared.errors import InvalidInput
@@ -102,3 +102,37 @@ def add_command_route(
     endpoint.__annotations__["entity_id"] = Annotated[str, Path(alias=id_field, pattern=ID_PATTERN)]
     endpoint.__annotations__["body"] = body_model
     router.add_api_route(path, endpoint, methods=["POST"], response_model=CommandAccepted, tags=tags, summary=summary)
+
+
+def add_create_route(
+    router: APIRouter,
+    path: str,
+    command_cls: type[Command],
+    aggregate: Aggregate[Any],
+    stream_for: Callable[[str], str],
+    *,
+    id_field: str,
+    summary: str,
+    tags: list[str | Enum],
+) -> None:
+    """Register ``POST <path>`` that starts a stream; the client may choose its id, else a UUID."""
+    base = command_body(command_cls, exclude=frozenset({id_field}), name=f"{command_cls.__name__}Fields")
+    body_model = create_model(  # type: ignore[call-overload]
+        command_cls.__name__,
+        __base__=base,
+        **{id_field: (str | None, Field(default=None, description="optional client-chosen id; a UUID otherwise"))},
+    )
+
+    async def endpoint(
+        body: BaseModel, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey
+    ) -> dict[str, Any]:
+        fields = body.model_dump()
+        entity_id = valid_id(fields.pop(id_field) or new_id(), id_field)
+        command = build_command(command_cls, principal, **{id_field: entity_id}, **fields)
+        return await run(ctx, aggregate, stream_for(entity_id), command, key)
+
+    endpoint.__name__ = f"create_{command_cls.__name__}"
+    endpoint.__annotations__["body"] = body_model  # the real class, not a postponed string
+    router.add_api_route(
+        path, endpoint, methods=["POST"], status_code=201, response_model=CommandAccepted, tags=tags, summary=summary
+    )

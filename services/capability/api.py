@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 
 from services.capability import domain
 from services.capability.domain import SELECTION, SOCIETY, selection_stream, society_stream
@@ -18,13 +18,12 @@ from shared.api import (
     EntityId,
     JurisdictionCode,
     add_command_route,
+    add_create_route,
     build_command,
-    new_id,
     run,
-    valid_id,
 )
 from shared.errors import NotFound
-from shared.http import CurrentPrincipal, IdempotencyKey, command_body
+from shared.http import CurrentPrincipal, IdempotencyKey
 from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
@@ -33,28 +32,16 @@ router = APIRouter()
 
 # --- societies -----------------------------------------------------------------------
 
-RegisterBody = command_body(domain.RegisterSociety, exclude=frozenset({"society_id"}), name="RegisterSociety")
-
-
-class RegisterRequest(RegisterBody):  # type: ignore[misc,valid-type]
-    society_id: str | None = None
-    """Optional client-chosen id (letters, digits, ._:-); the server makes a UUID otherwise."""
-
-
-@router.post(
+add_create_route(
+    router,
     "/societies",
-    status_code=status.HTTP_201_CREATED,
-    response_model=CommandAccepted,
-    tags=["societies"],
+    domain.RegisterSociety,
+    SOCIETY,
+    society_stream,
+    id_field="society_id",
     summary="Register a society under the association (association)",
+    tags=["societies"],
 )
-async def register_society(
-    body: RegisterRequest, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey
-) -> dict[str, Any]:
-    society_id = valid_id(body.society_id or new_id(), "society_id")
-    fields = body.model_dump(exclude={"society_id"})
-    command = build_command(domain.RegisterSociety, principal, society_id=society_id, **fields)
-    return await run(ctx, SOCIETY, society_stream(society_id), command, key)
 
 
 def _society_route(path: str, command_cls: type[Command], summary: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query
 
 from services.registry import domain
 from services.registry.domain import FUNCTION, FUNCTION_LIST, function_stream, list_stream
@@ -21,10 +21,9 @@ from shared.api import (
     EntityId,
     JurisdictionCode,
     add_command_route,
+    add_create_route,
     build_command,
-    new_id,
     run,
-    valid_id,
 )
 from shared.errors import InvalidInput, NotFound
 from shared.http import CurrentPrincipal, IdempotencyKey, command_body
@@ -38,28 +37,16 @@ FunctionId = EntityId
 
 # --- commands on one function --------------------------------------------------------
 
-ProposeBody = command_body(domain.ProposeFunction, exclude=frozenset({"function_id"}), name="ProposeFunction")
-
-
-class ProposeRequest(ProposeBody):  # type: ignore[misc,valid-type]
-    function_id: str | None = None
-    """Optional client-chosen id (letters, digits, ._:-); the server makes a UUID otherwise."""
-
-
-@router.post(
+add_create_route(
+    router,
     "/functions",
-    status_code=status.HTTP_201_CREATED,
-    response_model=CommandAccepted,
-    tags=["functions"],
+    domain.ProposeFunction,
+    FUNCTION,
+    function_stream,
+    id_field="function_id",
     summary="Propose a transferable function (society, association or department)",
+    tags=["functions"],
 )
-async def propose_function(
-    body: ProposeRequest, ctx: Context, principal: CurrentPrincipal, key: IdempotencyKey
-) -> dict[str, Any]:
-    fields = body.model_dump(exclude={"function_id"})
-    function_id = valid_id(body.function_id or new_id(), "function_id")
-    command = build_command(domain.ProposeFunction, principal, function_id=function_id, **fields)
-    return await run(ctx, FUNCTION, function_stream(function_id), command, key)
 
 
 def _function_route(path: str, command_cls: type[Command], summary: str) -> None:
