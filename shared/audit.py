@@ -365,6 +365,10 @@ class LeafStream:
 # --- one service's checks, shared by the database and the bundle verifier -------------------
 
 
+def _where(env: Envelope) -> str:
+    return f"stream {env.stream_id} version {env.stream_version} (position {env.position})"
+
+
 class ServiceCheck:
     """Checks one service's events, log entries and checkpoints as they stream past."""
 
@@ -403,7 +407,6 @@ class ServiceCheck:
 
     # (a) hash chains
     def event(self, env: Envelope) -> None:
-        where = f"stream {env.stream_id} version {env.stream_version} (position {env.position})"
         if self.by_stream and env.stream_id != self._last_stream:
             self._heads.clear()
         if env.stream_id not in self._heads:
@@ -414,19 +417,19 @@ class ServiceCheck:
         expected_prev = head[1] if head else GENESIS_HASH
         if env.stream_version != expected_version:
             if head is None:
-                self.fail(where, f"the stream starts at version {env.stream_version}, not 1")
+                self.fail(_where(env), f"the stream starts at version {env.stream_version}, not 1")
             else:
                 self.fail(
-                    where,
+                    _where(env),
                     f"version {env.stream_version} follows version {head[0]}: "
                     f"version {expected_version} is missing, or an event was inserted",
                 )
         elif env.prev_hash != expected_prev:
             previous = "the genesis hash" if head is None else f"the hash of version {head[0]}"
-            self.fail(where, f"prev_hash {env.prev_hash.hex()} is not {previous} ({expected_prev.hex()})")
+            self.fail(_where(env), f"prev_hash {env.prev_hash.hex()} is not {previous} ({expected_prev.hex()})")
         if not env.hash_is_valid():
             self.fail(
-                where,
+                _where(env),
                 "the stored hash is not the SHA-256 of the event's canonical encoding: "
                 f"its content was changed after it was written ({env.event_type})",
             )
@@ -445,27 +448,42 @@ class ServiceCheck:
         position: int,
         leaf: bytes,
         event_hash: bytes | None,
-        stream: str | None = None,
-        xid: int | None = None,
+        stream_id: str | None = None,
+        version: int | None = None,
     ) -> None:
-        where = f"log index {log_index} (position {position}{', ' + stream if stream else ''})"
         if log_index != self._next_index:
-            self.fail(where, f"log indices are not dense: expected {self._next_index}")
+            self.fail(
+                self._where(log_index, position, stream_id, version),
+                f"log indices are not dense: expected {self._next_index}",
+            )
         # Each stream's events enter the log in version order (what consumers rely on).
-        if stream is not None:
-            name, _, version_text = stream.removeprefix("stream ").rpartition(" version ")
-            version = int(version_text)
-            if version <= self._stream_versions.get(name, 0):
-                self.fail(where, f"version {version} of {name} is logged after version {self._stream_versions[name]}")
-            self._stream_versions[name] = version
+        if stream_id is not None and version is not None:
+            last = self._stream_versions.get(stream_id, 0)
+            if version <= last:
+                self.fail(
+                    self._where(log_index, position, stream_id, version),
+                    f"version {version} of {stream_id} is logged after version {last}",
+                )
+            self._stream_versions[stream_id] = version
         if event_hash is None:
-            self.fail(where, f"points at position {position}, which holds no event (deleted?)")
+            self.fail(
+                self._where(log_index, position, stream_id, version),
+                f"points at position {position}, which holds no event (deleted?)",
+            )
         elif merkle.leaf_hash(event_hash) != leaf:
-            self.fail(where, "the leaf hash does not match the event's hash (event or log entry changed)")
+            self.fail(
+                self._where(log_index, position, stream_id, version),
+                "the leaf hash does not match the event's hash (event or log entry changed)",
+            )
         self._next_index = log_index + 1
         self.leaves.append(leaf)
         self.summary.log_entries += 1
         self.progress.tick(self.service, "log entries", self.summary.log_entries)
+
+    @staticmethod
+    def _where(log_index: int, position: int, stream_id: str | None, version: int | None) -> str:
+        stream = f", stream {stream_id} version {version}" if stream_id is not None else ""
+        return f"log index {log_index} (position {position}{stream})"
 
     def unsealed_in_db(self, env: Envelope, xid: int, last_sealed: tuple[int, int]) -> None:
         """An event without a log entry: an error when the sealer has already passed its place."""
@@ -626,6 +644,14 @@ async def verify(
     return report
 
 
+async def _rows(conn: asyncpg.Connection, sql: str, chunk: int = 5000) -> AsyncIterator[asyncpg.Record]:
+    """Rows of ``sql`` through a server-side cursor, fetched in chunks (bounded memory, few round trips)."""
+    cursor = await conn.cursor(sql)
+    while rows := await cursor.fetch(chunk):
+        for row in rows:
+            yield row
+
+
 async def _verify_store(
     conn: asyncpg.Connection,
     service: str,
@@ -645,7 +671,7 @@ async def _verify_store(
             f"SELECT {store.COLUMNS}, xact_id::text::bigint AS xid, log_index FROM events "
             "LEFT JOIN log_entries USING (position) ORDER BY stream_id, stream_version"
         )
-        async for row in conn.cursor(chain_sql, prefetch=2000):
+        async for row in _rows(conn, chain_sql):
             try:
                 env = store.envelope_from_record(row)
             except Exception as exc:  # a role or jurisdiction that no writer could have stored
@@ -654,15 +680,16 @@ async def _verify_store(
             check.event(env)
             if row["log_index"] is None:
                 check.unsealed_in_db(env, int(row["xid"]), last_sealed)
-        log_sql = """SELECT l.log_index, l.position, l.leaf_hash, e.hash, e.stream_id, e.stream_version,
-                            e.xact_id::text::bigint AS xid
+        log_sql = """SELECT l.log_index, l.position, l.leaf_hash, e.hash, e.stream_id, e.stream_version
                      FROM log_entries l LEFT JOIN events e USING (position) ORDER BY l.log_index"""
-        async for row in conn.cursor(log_sql, prefetch=5000):
-            event_hash = bytes(row["hash"]) if row["hash"] is not None else None
-            stream = f"stream {row['stream_id']} version {row['stream_version']}" if event_hash else None
-            xid = int(row["xid"]) if row["xid"] is not None else None
+        async for row in _rows(conn, log_sql):
             check.log_entry(
-                int(row["log_index"]), int(row["position"]), bytes(row["leaf_hash"]), event_hash, stream, xid
+                row["log_index"],
+                row["position"],
+                row["leaf_hash"],
+                row["hash"],
+                row["stream_id"],
+                row["stream_version"],
             )
         check.finish()
     return check
@@ -1196,8 +1223,14 @@ def _bundle_leaf(
             check.unsealed_in_order(env)
         return
     check.sealed_in_order(int(position))
-    stream = f"stream {env.stream_id} version {env.stream_version}" if env else None
-    check.log_entry(int(record["log_index"]), int(position), bytes.fromhex(record["leaf_hash"]), event_hash, stream)
+    check.log_entry(
+        int(record["log_index"]),
+        int(position),
+        bytes.fromhex(record["leaf_hash"]),
+        event_hash,
+        env.stream_id if env else None,
+        env.stream_version if env else None,
+    )
 
 
 def print_report(report: Report, out: TextIO = sys.stdout) -> None:

@@ -12,13 +12,18 @@ from typing import Annotated, Any
 
 import asyncpg
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from shared import merkle
 from shared.errors import InvalidInput, NotFound
+from shared.http import PG_BIGINT_MAX
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+
+# Sizes and indexes are bigint in the store; a larger number is a 422, not a database error.
+Index = Annotated[int, Query(ge=0, le=PG_BIGINT_MAX)]
+Size = Annotated[int, Query(ge=1, le=PG_BIGINT_MAX)]
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -41,7 +46,7 @@ def _checkpoint_view(row: asyncpg.Record) -> dict[str, Any]:
 @router.get("/checkpoints", summary="Signed checkpoints, oldest first")
 async def checkpoints(
     request: Request,
-    after_size: Annotated[int, Query(ge=0)] = 0,
+    after_size: Index = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     rows = await _pool(request).fetch(
@@ -75,7 +80,7 @@ async def _leaves(pool: asyncpg.Pool, size: int) -> list[bytes]:
 
 
 @router.get("/entries/{position}", summary="The log index and leaf hash of a stored event")
-async def entry(request: Request, position: int) -> dict[str, Any]:
+async def entry(request: Request, position: Annotated[int, Path(ge=1, le=PG_BIGINT_MAX)]) -> dict[str, Any]:
     row = await _pool(request).fetchrow("SELECT * FROM log_entries WHERE position = $1", position)
     if row is None:
         raise NotFound("not_sealed", f"the event at position {position} is not sealed (yet)")
@@ -83,9 +88,7 @@ async def entry(request: Request, position: int) -> dict[str, Any]:
 
 
 @router.get("/proofs/inclusion", summary="Inclusion proof of log entry `log_index` in the tree of `tree_size`")
-async def inclusion(
-    request: Request, log_index: Annotated[int, Query(ge=0)], tree_size: Annotated[int, Query(ge=1)]
-) -> dict[str, Any]:
+async def inclusion(request: Request, log_index: Index, tree_size: Size) -> dict[str, Any]:
     if log_index >= tree_size:
         raise InvalidInput("index_out_of_range", "log_index must be below tree_size")
     leaves = await _leaves(_pool(request), tree_size)
@@ -100,9 +103,7 @@ async def inclusion(
 
 
 @router.get("/proofs/consistency", summary="Consistency proof between trees of size `first` and `second`")
-async def consistency(
-    request: Request, first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)]
-) -> dict[str, Any]:
+async def consistency(request: Request, first: Size, second: Size) -> dict[str, Any]:
     if first > second:
         raise InvalidInput("sizes_out_of_order", "first must not exceed second")
     leaves = await _leaves(_pool(request), second)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -100,8 +101,8 @@ def _running_stack(database_url: str | None, kafka_bootstrap: str | None, home: 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stack.stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
+        signal.signal(signum, request_stop)
 
     pg = broker = None
     children = stack.children
@@ -140,15 +141,13 @@ def _running_stack(database_url: str | None, kafka_bootstrap: str | None, home: 
             children[name] = spawn(name)
         _wait_healthy(children, ports, state, lambda: stack.stopping)
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        (state / "stack.json").write_text(
-            json.dumps({"services": urls, "kafka_bootstrap": bootstrap, "database_url": db_url}, indent=2)
-        )
         stack.urls, stack.bootstrap, stack.db_url, stack.spawn = urls, bootstrap, db_url, spawn
+        _write_stack_json(stack)
         yield stack
     except embedded.EmbeddedStartError as exc:
         raise fail(str(exc)) from exc
     finally:
-        typer.echo("stopping ...")
+        _say("stopping ...")
         for child in children.values():
             if child.poll() is None:
                 child.terminate()
@@ -156,13 +155,34 @@ def _running_stack(database_url: str | None, kafka_bootstrap: str | None, home: 
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                typer.echo(f"{name} did not stop in time; killing it", err=True)
+                _say(f"{name} did not stop in time; killing it")
                 child.kill()
         if broker is not None:
             broker.stop()
         if pg is not None:
             pg.stop()
-        typer.echo("stopped; stored events are kept in " + str(state))
+        _say("stopped; stored events are kept in " + str(state))
+
+
+def _say(message: str) -> None:
+    """Print while stopping, even when nobody reads any more (a closed terminal, a dead pipe):
+    a failed print must not skip stopping the children and the embedded servers."""
+    try:
+        typer.echo(message)
+    except OSError:  # BrokenPipeError and friends: send the rest of our output nowhere
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _write_stack_json(stack: RunningStack) -> None:
+    """Where everything is (and the process ids, for `chengneng soak`), rewritten on a restart."""
+    body = {
+        "services": stack.urls,
+        "kafka_bootstrap": stack.bootstrap,
+        "database_url": stack.db_url,
+        "pids": {name: child.pid for name, child in stack.children.items()},
+    }
+    (stack.state / "stack.json").write_text(json.dumps(body, indent=2))
 
 
 def _print_addresses(stack: RunningStack, *, until_ctrl_c: bool = True) -> None:
@@ -196,6 +216,7 @@ def _serve_until_stopped(stack: RunningStack) -> None:
                 )
                 time.sleep(min(restarts[name], 10))
                 stack.children[name] = stack.spawn(name)
+                _write_stack_json(stack)
 
 
 DatabaseUrlOption = Annotated[
@@ -265,6 +286,46 @@ def demo(
         _print_addresses(stack, until_ctrl_c=not exit_after)
         if not exit_after:
             _serve_until_stopped(stack)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def soak(
+    duration: Annotated[float, typer.Option(help="how long to keep the load up, in seconds")] = 600.0,
+    clients: Annotated[int, typer.Option(min=1, help="concurrent clients, each repeating a pilot end to end")] = 4,
+    rate: Annotated[float, typer.Option(min=0, help="commands per second in all (0: as fast as the clients go)")] = 0.0,
+    report_every: Annotated[float, typer.Option(min=1, help="seconds between report lines")] = 30.0,
+    home: HomeOption = None,
+) -> None:
+    """A steady command load against a stack started with `up`: throughput, errors and memory over time.
+
+    Each client repeats one pilot through every service (society, function, selection,
+    assignment, case, agreement); the report shows commands per second, errors, latency,
+    cross-service reaction time, relay lag and the RSS of every process. Exits 1 on any error.
+    """
+    from shared import soak as soak_runner
+
+    settings = Settings(**({"CHENGNENG_HOME": home} if home else {}))  # type: ignore[arg-type]
+    state = settings.home.expanduser().resolve()
+    if not (state / "stack.json").exists():
+        raise fail(f"no stack.json in {state}: start the stack with `chengneng up` first (same CHENGNENG_HOME)", 2)
+    stopping = {"now": False}
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    outcome = soak_runner.run(
+        state,
+        settings.private_key_path,
+        duration_s=duration,
+        clients=clients,
+        rate=rate,
+        report_every_s=report_every,
+        echo=typer.echo,
+        stopping=lambda: stopping["now"],
+    )
     if not outcome.ok:
         raise typer.Exit(1)
 
@@ -628,6 +689,61 @@ def audit_verify_export(
     audit.print_report(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+MAX_BENCH_SIZE = 100_000_000
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """'10000 100000', '10000,100000' or '10_000 1_000_000': commas separate, underscores group."""
+    try:
+        sizes = tuple(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise fail(f"--sizes takes whole numbers, e.g. '10000 100000' or '10_000,100_000', not {text!r}", 2) from None
+    if not sizes or min(sizes) < 1 or max(sizes) > MAX_BENCH_SIZE:
+        raise fail(f"--sizes must be between 1 and {MAX_BENCH_SIZE:_} events, not {text!r}", 2)
+    return sizes
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="where to write the figures as JSON")] = Path("bench-results.json"),
+    sizes: Annotated[str, typer.Option(help="store sizes for the replays, in events")] = "10000 100000 1000000",
+    only: Annotated[
+        list[str] | None, typer.Option(help="run only these workloads: append replay audit kafka as-of http e2e")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="small sizes and short runs: checks the bench works (CI)")] = False,
+    no_reference: Annotated[bool, typer.Option(help="skip the eventsourcing side")] = False,
+    profile: Annotated[Path | None, typer.Option(help="write a pyinstrument profile of each workload here")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="state of the bench's own servers [default $CHENGNENG_HOME/bench]")
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Measure append, replay, audit, as-of, HTTP and end-to-end figures; print a table, write JSON.
+
+    Runs on a PostgreSQL of its own (embedded, in --home) unless --database-url is given; its
+    schemas bench, bench_es and bench_asof are dropped and created again. The eventsourcing
+    library runs the same append and replay workloads on the same server in the same run.
+    """
+    from shared import bench as runner
+
+    unknown = sorted(set(only or ()) - set(runner.WORKLOADS))
+    if unknown:
+        raise fail(f"unknown workload(s) {', '.join(unknown)}; choose from {' '.join(runner.WORKLOADS)}", 2)
+    settings = Settings()
+    options = runner.Options(
+        home=(home or settings.home / "bench").expanduser().resolve(),
+        out=out,
+        sizes=_sizes(sizes),
+        reference=not no_reference,
+        only=frozenset(only or ()),
+        profile=profile,
+        database_url=database_url or settings.database_url,
+    )
+    if quick:
+        options = runner.quick(options)
+    raise typer.Exit(runner.main(options))
 
 
 if __name__ == "__main__":

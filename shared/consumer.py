@@ -5,30 +5,41 @@ everything again), so each consumer records the ids it has applied in its own
 database, in the same transaction as the effect: a redelivered event changes nothing.
 Offsets are committed to Kafka only after the database commit.
 
-A record that is not a well-formed event, or whose handler keeps failing, is sent to
-``chengneng.deadletter`` with the reason, and recorded in the inbox as dead-lettered:
-never dropped silently, never blocking the partition forever. A dead-lettered event that
-is delivered again is tried again.
+A record that is not a well-formed event, that breaks the consumer's contract with its
+producer (a source, event type or schema version it does not know, or a payload that does
+not match the event's schema), or whose handler keeps failing, is sent to
+``chengneng.deadletter`` with the reason in a header, and recorded in the inbox as
+dead-lettered: never dropped silently, never blocking the partition forever. A
+dead-lettered event that is delivered again is tried again. A database outage is not the
+event's failure: the consumer waits for the database and never dead-letters for it.
 
-A handler raises ``OutOfOrder`` for an event that comes before the events it follows
-(after a broker lost its state, the relay publishes the whole history again, and a record
-sent in the moment before it noticed is then ahead of its stream). Such an event is not
-recorded in the inbox, so its copy in the republished history is applied in order.
+Each stream is applied in order. After a broker lost its state the relay publishes the
+whole history again, but a record it sent in the moment before it noticed is on the new
+topic first, ahead of its stream: an event whose predecessor (same source and subject,
+version minus one) this consumer has not seen is ``OutOfOrder``, not recorded in the
+inbox, and its copy in the republished history is applied in order. A consumer that finds
+the offsets it committed gone (the broker restarted empty) reads again from the beginning,
+so it neither skips the republished history nor applies it out of order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
+from pydantic import ValidationError
 
-from shared import kafka
+from shared import db, kafka
 from shared.db import Connection
 from shared.kafka import IncomingEvent, MalformedMessage
+from shared.messages import EventRegistry
 from shared.resilience import keep_running
 
 log = structlog.get_logger(__name__)
@@ -40,6 +51,11 @@ DEADLETTERED = Counter("chengneng_consumer_deadlettered_total", "Records sent to
 Handler = Callable[[Connection, IncomingEvent], Awaitable[None]]
 """Applies one event's effect using the given connection (inside the inbox transaction)."""
 
+BROKER_RESETS = Counter(
+    "chengneng_consumer_broker_resets_total",
+    "Times a consumer found its committed offsets gone (a broker that lost its state) and started over",
+    ["consumer"],
+)
 OUT_OF_ORDER = Counter(
     "chengneng_consumer_out_of_order_total",
     "Events ahead of their stream, left for their republished copy",
@@ -47,10 +63,51 @@ OUT_OF_ORDER = Counter(
 )
 
 HANDLER_ATTEMPTS = 5
+DATABASE_WAIT_S = 60.0
+"""How long one event waits for the database before the consumer starts over (from its
+last committed offset: nothing is lost, the applied events are skipped by the inbox)."""
+
+Sources = Mapping[str, EventRegistry]
+"""A consumer's contract: for each producing service (CloudEvents source ``/chengneng/<name>``),
+the event types and schema versions it publishes."""
+
+
+def contract_violation(sources: Sources, event: IncomingEvent) -> tuple[str | None, IncomingEvent]:
+    """Why ``event`` breaks the contract (None if it keeps it), and the event upcast to the
+    current schema version of its type, so that handlers read one shape only."""
+    service = event.source.rstrip("/").rsplit("/", 1)[-1]
+    events = sources.get(service) if event.source == f"/{kafka.TOPIC_PREFIX}/{service}" else None
+    if events is None:
+        return f"unknown source {event.source!r}: this consumer reads {', '.join(sorted(sources))}", event
+    if event.type != kafka.cloudevent_type(service, event.event_type):
+        return f"event type {event.type!r} is not of source {event.source!r}", event
+    cls = events.by_type.get(event.event_type)
+    if cls is None:
+        return f"unknown event type {event.type!r}: {service} publishes no such event", event
+    if not 1 <= event.schema_version <= cls.schema_version:
+        return (
+            f"unknown schema version {event.schema_version} of {event.type!r}: "
+            f"this consumer knows versions 1 to {cls.schema_version}",
+            event,
+        )
+    try:
+        decoded = events.decode(event.event_type, event.schema_version, event.data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors()[:5])
+        return f"payload of {event.type!r} v{event.schema_version} does not match its schema: {problems}", event
+    except KeyError as exc:  # no upcaster for an old version
+        return f"schema version {event.schema_version} of {event.type!r} cannot be upcast: {exc}", event
+    if event.schema_version < cls.schema_version:
+        event = dataclasses.replace(event, data=decoded.model_dump(mode="json"), schema_version=cls.schema_version)
+    return None, event
 
 
 class _AppliedConcurrently(Exception):
     """Rolls back an application that another consumer instance committed first."""
+
+
+class BrokerLostState(Exception):
+    """The broker forgot what this consumer committed: rebuild the client, read from the start."""
 
 
 class OutOfOrder(Exception):
@@ -71,12 +128,18 @@ class InboxConsumer:
         session_timeout_ms: int = 10_000,
         partitions: int = kafka.DEFAULT_PARTITIONS,
         replication: int = 1,
+        sources: Sources | None = None,
+        ordered: bool = True,
     ) -> None:
         self.name = name
         self.topics = topics
         self.pool = pool
         self.bootstrap = bootstrap
         self.handler = handler
+        self.sources = sources
+        """The contract checked before the handler runs; None accepts every well-formed event."""
+        self.ordered = ordered
+        """Apply each stream in order: an event whose predecessor was not seen waits for its copy."""
         self.session_timeout_ms = session_timeout_ms
         self.topic_options = {"partitions": partitions, "replication": replication}
 
@@ -85,7 +148,8 @@ class InboxConsumer:
         await keep_running(self._consume, "consumer", consumer=self.name)
 
     async def _consume(self) -> None:
-        await kafka.ensure_topics(self.bootstrap, self.topics, **self.topic_options)
+        # The dead-letter topic too: a first poison record should not wait for its creation.
+        await kafka.ensure_topics(self.bootstrap, [*self.topics, kafka.DEADLETTER_TOPIC], **self.topic_options)
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.bootstrap,
@@ -97,24 +161,59 @@ class InboxConsumer:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(self.session_timeout_ms // 3, 500),
             metadata_max_age_ms=5_000,
+            # A fetch waits at most this long for records: an event crosses a service within it
+            # even on a broker that answers only when the wait ends.
+            fetch_max_wait_ms=100,
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-        await consumer.start()
-        await producer.start()
-        log.info("consumer started", consumer=self.name, topics=self.topics)
+        committed: dict[TopicPartition, int] = {}
         try:
+            # Inside the try: a consumer that started while the producer failed to (a broker
+            # restarting) must be stopped, or its group membership lives on without anyone
+            # fetching, holding its partitions until the broker evicts it (max.poll.interval).
+            await consumer.start()
+            await producer.start()
+            log.info("consumer started", consumer=self.name, topics=self.topics)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                if batches:
+                    await self._check_offsets_kept(consumer, committed, list(batches))
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record, producer)
-                    await consumer.commit({tp: records[-1].offset + 1})
+                    committed[tp] = records[-1].offset + 1
+                    await consumer.commit({tp: committed[tp]})
                 if not consumer.assignment() and not await self._topics_exist():
                     # The broker lost our topics: rebuild the client so it subscribes afresh.
                     raise RuntimeError("subscribed topics disappeared from the broker")
         finally:
-            await consumer.stop()
-            await producer.stop()
+            for client in (consumer, producer):
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    async def _check_offsets_kept(
+        self, consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int], fetched: list[TopicPartition]
+    ) -> None:
+        """Start over from the beginning if the broker forgot the offsets this client committed.
+
+        A broker that restarted empty (the embedded one keeps everything in memory) is reached
+        again at the same address: the client goes on fetching at its old positions, which on
+        the new topic (the relay publishes the whole history again) point into the middle, so
+        the events before them would be skipped. The committed offsets are the witness: gone
+        means the broker lost its state. Checked after the fetch and before the records are
+        applied, so nothing fetched from the new broker is applied out of order.
+        """
+        for tp in fetched:
+            if tp in committed and await consumer.committed(tp) is None:
+                BROKER_RESETS.labels(self.name).inc()
+                log.warning(
+                    "the broker lost this group's offsets; consuming again from the beginning",
+                    consumer=self.name,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    was_at=committed[tp],
+                )
+                raise BrokerLostState(f"{tp.topic}[{tp.partition}]: committed offset {committed[tp]} is gone")
 
     async def _topics_exist(self) -> bool:
         try:
@@ -128,7 +227,14 @@ class InboxConsumer:
         except MalformedMessage as exc:
             await self._deadletter(record, producer, str(exc))
             return
-        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+        if self.sources is not None:
+            violation, event = contract_violation(self.sources, event)
+            if violation is not None:
+                await self._deadletter(record, producer, violation, event)
+                return
+        failures = 0
+        waiting_since: float | None = None
+        while True:
             try:
                 await self.apply(event)
                 return
@@ -144,18 +250,27 @@ class InboxConsumer:
                 return
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                # The database is away: wait for it rather than dead-letter a good event.
-                log.warning("database unavailable; retrying event", consumer=self.name, event_id=str(event.event_id))
-                await asyncio.sleep(min(2.0 * attempt, 10.0))
-                continue
             except Exception as exc:
-                if attempt == HANDLER_ATTEMPTS:
-                    await self._deadletter(record, producer, f"handler failed {attempt} times: {exc!r}", event)
+                if db.unavailable(exc):
+                    # The database is away: wait for it rather than dead-letter a good event.
+                    waiting_since = waiting_since or time.monotonic()
+                    waited = time.monotonic() - waiting_since
+                    if waited > DATABASE_WAIT_S:
+                        raise RuntimeError(f"database unavailable for {waited:.0f} s") from exc
+                    log.warning(
+                        "database unavailable; retrying event",
+                        consumer=self.name,
+                        event_id=str(event.event_id),
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(min(1.0 + waited / 5, 5.0))
+                    continue
+                failures += 1
+                if failures >= HANDLER_ATTEMPTS:
+                    await self._deadletter(record, producer, f"handler failed {failures} times: {exc!r}", event)
                     return
-                log.warning("handler failed; retrying", consumer=self.name, attempt=attempt, error=repr(exc))
-                await asyncio.sleep(0.2 * attempt)
-        raise RuntimeError(f"database still unavailable after {HANDLER_ATTEMPTS} attempts")
+                log.warning("handler failed; retrying", consumer=self.name, attempt=failures, error=repr(exc))
+                await asyncio.sleep(0.2 * failures)
 
     async def apply(self, event: IncomingEvent) -> bool:
         """Apply one event through the inbox; False when it had been applied already."""
@@ -166,14 +281,25 @@ class InboxConsumer:
                     # that should be the handler's append (tails read in transaction-id order, so
                     # an id taken early would put this transaction's events before the events it
                     # read). The inbox row is written last; a concurrent duplicate makes it fail.
-                    done = await conn.fetchval(
-                        "SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2 AND outcome = 'applied'",
+                    seen = await conn.fetchrow(
+                        "SELECT outcome, subject FROM inbox WHERE consumer = $1 AND event_id = $2",
                         self.name,
                         event.event_id,
                     )
-                    if done:
+                    if seen is not None and seen["outcome"] == "applied":
                         DUPLICATES.labels(self.name).inc()
+                        if seen["subject"] is None:  # recorded before the inbox knew streams
+                            await conn.execute(
+                                """UPDATE inbox SET subject = $3, stream_version = $4
+                                   WHERE consumer = $1 AND event_id = $2""",
+                                self.name,
+                                event.event_id,
+                                event.subject,
+                                event.stream_version,
+                            )
                         return False
+                    if self.ordered and event.stream_version > 1:
+                        await self._check_order(conn, event)
                     structlog.contextvars.bind_contextvars(
                         correlation_id=str(event.correlation_id), event_id=str(event.event_id)
                     )
@@ -182,14 +308,18 @@ class InboxConsumer:
                     finally:
                         structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
                     recorded = await conn.fetchval(
-                        """INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ($1, $2, $3, $4)
-                           ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now()
+                        """INSERT INTO inbox (consumer, event_id, source, event_type, subject, stream_version)
+                           VALUES ($1, $2, $3, $4, $5, $6)
+                           ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now(),
+                               subject = $5, stream_version = $6
                                WHERE inbox.outcome <> 'applied'
                            RETURNING 1""",
                         self.name,
                         event.event_id,
                         event.source,
                         event.event_type,
+                        event.subject,
+                        event.stream_version,
                     )
                     if not recorded:
                         raise _AppliedConcurrently()
@@ -199,6 +329,24 @@ class InboxConsumer:
         APPLIED.labels(self.name).inc()
         return True
 
+    async def _check_order(self, conn: Connection, event: IncomingEvent) -> None:
+        """Raise ``OutOfOrder`` unless the event's predecessor in its stream was seen (applied or
+        dead-lettered). A broker that lost its state gets the whole history again from the relay,
+        but records sent in the moment before the relay noticed are on the new topic first."""
+        prior = await conn.fetchval(
+            """SELECT 1 FROM inbox WHERE consumer = $1 AND source = $2 AND subject = $3 AND stream_version = $4""",
+            self.name,
+            event.source,
+            event.subject,
+            event.stream_version - 1,
+        )
+        if prior:
+            return
+        # Rows from before the inbox recorded streams cannot vouch either way: do not hold back.
+        if await conn.fetchval("SELECT 1 FROM inbox WHERE consumer = $1 AND subject IS NULL LIMIT 1", self.name):
+            return
+        raise OutOfOrder(f"version {event.stream_version} of {event.subject} before version {event.stream_version - 1}")
+
     async def _deadletter(
         self,
         record: ConsumerRecord,  # type: ignore[type-arg]
@@ -206,28 +354,25 @@ class InboxConsumer:
         reason: str,
         event: IncomingEvent | None = None,
     ) -> None:
-        headers = [
-            *record.headers,
-            ("deadletter_reason", reason.encode()),
-            ("deadletter_consumer", self.name.encode()),
-            ("deadletter_topic", record.topic.encode()),
-            ("deadletter_partition", str(record.partition).encode()),
-            ("deadletter_offset", str(record.offset).encode()),
-        ]
+        headers = kafka.deadletter_headers(
+            record.headers, reason, self.name, record.topic, record.partition, record.offset
+        )
         await kafka.ensure_topics(self.bootstrap, [kafka.DEADLETTER_TOPIC], **self.topic_options)
         await producer.send_and_wait(kafka.DEADLETTER_TOPIC, value=record.value, key=record.key, headers=headers)
         if event is not None:
             async with self.pool.acquire() as conn:
                 await conn.execute(
-                    """INSERT INTO inbox (consumer, event_id, source, event_type, outcome)
-                       VALUES ($1, $2, $3, $4, 'deadlettered') ON CONFLICT DO NOTHING""",
+                    """INSERT INTO inbox (consumer, event_id, source, event_type, outcome, subject, stream_version)
+                       VALUES ($1, $2, $3, $4, 'deadlettered', $5, $6) ON CONFLICT DO NOTHING""",
                     self.name,
                     event.event_id,
                     event.source,
                     event.event_type,
+                    event.subject,
+                    event.stream_version,
                 )
         DEADLETTERED.labels(self.name).inc()
         log.error("record dead-lettered", consumer=self.name, reason=reason, topic=record.topic, offset=record.offset)
 
 
-__all__ = ["Handler", "InboxConsumer", "OutOfOrder", "TopicPartition"]
+__all__ = ["Handler", "InboxConsumer", "OutOfOrder", "Sources", "TopicPartition", "contract_violation"]

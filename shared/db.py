@@ -9,12 +9,16 @@ for every role, owners included, so append-only does not depend on the code.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
@@ -149,7 +153,67 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         GRANT SELECT, INSERT, UPDATE ON {schema}.sealer_cursor TO {role};
         """,
     ),
+    Migration(
+        3,
+        "snapshots of long streams (derived data, rebuildable)",
+        """
+        CREATE TABLE {schema}.snapshots (
+            stream_id    text NOT NULL,
+            version      integer NOT NULL CHECK (version > 0),
+            occurred_at  timestamptz NOT NULL,
+            state        jsonb NOT NULL,
+            PRIMARY KEY (stream_id, version)
+        );
+        GRANT SELECT, INSERT, DELETE ON {schema}.snapshots TO {role};
+        """,
+    ),
+    Migration(
+        4,
+        "inbox: the stream and version of each event, so every stream is applied in order",
+        """
+        ALTER TABLE {schema}.inbox ADD COLUMN subject text, ADD COLUMN stream_version integer;
+        CREATE INDEX inbox_stream_idx ON {schema}.inbox (consumer, source, subject, stream_version);
+        -- Rows from before this migration know no stream; the ordering check waives itself
+        -- for a consumer while it has any (a republish fills them in as duplicates arrive).
+        CREATE INDEX inbox_unknown_stream_idx ON {schema}.inbox (consumer) WHERE subject IS NULL;
+        """,
+    ),
 )
+
+
+def channel(schema: str, what: str) -> str:
+    """The LISTEN/NOTIFY channel on which a schema's sealer announces ``sealed`` events.
+
+    Appends do not notify: PostgreSQL serialises the commits of notifying transactions
+    (one queue lock), which would cost concurrent writers their group commit. The sealer
+    polls instead, briefly; only its own commits notify the relay.
+    """
+    return f"{schema}_{what}"
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, no socket file: the server is not there
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or was lost
+    asyncpg.InterfaceError,  # the client's connection is closed
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby during a fail-over
+    # The server ended a connection between two queries (a shutdown): the client notices on
+    # the next query, as a protocol state it cannot leave; the pool then replaces the connection.
+    asyncpg.exceptions.InternalClientError,
+)
+"""What a database outage looks like from a client, as opposed to a fault of the request."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot serve now (retry later), not that we did wrong.
+
+    HTTP answers such a failure with 503 and Retry-After; a consumer waits and retries the
+    event instead of counting it as the event's failure (a good event is never dead-lettered
+    because the database was away).
+    """
+    return isinstance(exc, UNAVAILABLE)
 
 
 def role_name(service: str) -> str:
@@ -165,14 +229,17 @@ def app_url(admin_url: str, service: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
 
 
+def _json_text(value: Any) -> str:
+    """JSON for a json/jsonb parameter: orjson, or the standard library for what orjson refuses."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: e.g. integers beyond 64 bits, non-string keys
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name,
-            encoder=lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
-            decoder=json.loads,
-            schema="pg_catalog",
-        )
+        await conn.set_type_codec(type_name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
 
 
 async def connect(url: str, schema: str) -> asyncpg.Connection:
@@ -250,3 +317,23 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None
         await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
     database = await conn.fetchval("SELECT quote_ident(current_database())")
     await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+
+
+class Wakeup:
+    """Wakes a polling loop as soon as PostgreSQL notifies a channel; the poll interval stays as
+    the fallback, so a lost notification (a reconnect, say) costs at most one interval."""
+
+    def __init__(self) -> None:
+        self._notified = asyncio.Event()
+
+    async def listen(self, conn: asyncpg.Connection, channel_name: str) -> None:
+        await conn.add_listener(channel_name, self._on_notify)
+
+    def _on_notify(self, *_: object) -> None:
+        self._notified.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return when notified (or already notified since the last wait), or after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._notified.wait(), timeout_s)
+        self._notified.clear()

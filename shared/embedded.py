@@ -266,6 +266,21 @@ class EmbeddedPostgres:
             if self.psql(exists) != "1":
                 raise
 
+    def listen_tcp(self, port: int) -> str:
+        """Restart the server listening on 127.0.0.1:``port`` as well as its socket; returns the TCP URL.
+
+        For the benchmarks: a client library whose pipelined writes stall on a Unix socket
+        is measured over TCP, and the side it is compared with can use the same transport.
+        """
+        self.stop()
+        pg_ctl = _wheel()._commands.pg_ctl
+        args = ["-w", "-t", "30", "-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {self.socket_dir}"]
+        pg_ctl([*args, "-l", str(self.log_path), "start"], pgdata=self.pgdata, user=self._system_user, timeout=40)
+        self.port = port
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        self.pid = int(lines[0])
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE_NAME}"
+
     def stop(self) -> None:
         """Stop the server (fast shutdown: rolls back open transactions, then checkpoints)."""
         pg_ctl = _wheel()._commands.pg_ctl

@@ -6,20 +6,23 @@ machine-readable ``code``; a database outage is a 503 with ``Retry-After``, neve
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any
 
-import asyncpg
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import db
 from shared.auth import verify_token
 from shared.commands import Idempotency
 from shared.errors import ChengnengError, InvalidInput, NotAuthenticated
@@ -30,6 +33,13 @@ log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 REQUESTS = Counter("chengneng_http_requests_total", "HTTP requests", ["service", "method", "status"])
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+PG_INTEGER_MAX = 2**31 - 1
+PG_BIGINT_MAX = 2**63 - 1
+# Every number a client sends must fit the column or parameter it meets: PostgreSQL refuses
+# a larger one, which would otherwise surface as a 500 instead of a 422.
+Offset = Annotated[int, Query(ge=0, le=PG_INTEGER_MAX, description="how many items to skip")]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many items")]
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": title, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -69,16 +79,6 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-_DB_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    TimeoutError,
-)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChengnengError)
     async def _domain(request: Request, exc: ChengnengError) -> JSONResponse:
@@ -102,20 +102,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        code = {
+            400: "malformed_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", error=repr(exc))
+        return problem(
+            503,
+            "database_unavailable",
+            "Service unavailable",
+            "the database cannot be reached; retry later",
+            request,
+        )
+
+    # Handlers for these classes answer inside the app, so an outage is one warning per
+    # request rather than a traceback of an "unhandled" exception re-raised to the server.
+    for unavailable in db.UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, _DB_UNAVAILABLE):
-            log.warning("database unavailable", error=repr(exc))
-            return problem(
-                503,
-                "database_unavailable",
-                "Service unavailable",
-                "the database cannot be reached; retry later",
-                request,
-            )
+        if db.unavailable(exc):  # raised where the handlers above do not reach (middleware)
+            return await _unavailable(request, exc)
         log.exception("unhandled error")
         return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it was logged", request)
 
@@ -140,6 +153,12 @@ class RequestContextMiddleware:
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             response = _too_large(self.max_body_bytes)
+            await response(scope, receive, send)
+            return
+        if _has_nul(scope):
+            response = problem(
+                422, "invalid_character", "Invalid input", "the path or query holds a NUL character (%00)"
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -177,6 +196,12 @@ def _too_large(limit: int) -> JSONResponse:
     return problem(413, "body_too_large", "Request body too large", f"the body exceeds {limit} bytes")
 
 
+def _has_nul(scope: Scope) -> bool:
+    """Whether the path or the query string carries a NUL, which no text column can store."""
+    query = scope.get("query_string", b"").lower()
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
+
+
 def _parse_uuid(value: str | None) -> str | None:
     if not value:
         return None
@@ -186,7 +211,18 @@ def _parse_uuid(value: str | None) -> str | None:
         return None
 
 
-def current_principal(request: Request) -> Principal:
+_BEARER = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="A token from `chengneng token issue`",
+    auto_error=False,
+)
+"""Declares the bearer token in the OpenAPI document; ``current_principal`` does the checking."""
+
+
+def current_principal(
+    request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+) -> Principal:
     """The principal named by the request's bearer token (401 problem when absent or bad)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -251,6 +287,93 @@ def problem_schema() -> dict[str, Any]:
 
 
 _ENVELOPE_FIELDS = frozenset({"issued_by", "issued_at"})
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+JSON_SAFE_INTEGER = 2**53 - 1
+"""I-JSON (RFC 7493): integers beyond this lose precision in JSON, and the canonical form that
+event hashes are computed over (RFC 8785) refuses them."""
+
+
+def unstorable(value: Any, where: str = "body") -> str | None:
+    """Why ``value`` cannot be stored as an event (and where), or ``None`` when it can.
+
+    PostgreSQL text holds no NUL and no unpaired surrogate; the canonical JSON of an event
+    holds no integer beyond ±(2**53 - 1) and no NaN or infinity.
+    """
+    if isinstance(value, str):
+        if "\x00" in value or _SURROGATE.search(value):
+            return f"{where} holds a NUL character or an unpaired surrogate"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if abs(value) > JSON_SAFE_INTEGER:
+            return f"{where} is beyond ±{JSON_SAFE_INTEGER}"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{where} is not a finite number"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable(key, f"{where} key") or unstorable(item, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+DECIMAL_PLACES = 18
+"""Decimals a client sends keep at most this many digits on each side of the point."""
+
+
+def unbounded_decimal(value: Any, where: str = "body") -> str | None:
+    """Where a validated body holds a decimal the domain's 28-digit arithmetic could overflow on."""
+    if isinstance(value, Decimal):
+        _, digits, exponent = value.as_tuple()
+        if (
+            not isinstance(exponent, int)
+            or exponent < -DECIMAL_PLACES
+            or (any(digits) and value.adjusted() >= DECIMAL_PLACES)
+        ):
+            return f"{where} needs at most {DECIMAL_PLACES} digits before and after the decimal point"
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            found = unbounded_decimal(getattr(value, name), f"{where}.{name}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = unbounded_decimal(item, f"{where}[{index}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = unbounded_decimal(item, f"{where}.{key}")
+            if found:
+                return found
+    return None
+
+
+class CommandBodyBase(BaseModel):
+    """Base of every command body: unknown fields and values no event can hold are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        reason = unstorable(data)
+        if reason:
+            raise ValueError(f"{reason}, which cannot be stored")
+        return data
+
+    @model_validator(mode="after")
+    def _bounded_decimals(self) -> CommandBodyBase:
+        reason = unbounded_decimal(self)
+        if reason:
+            raise ValueError(reason)
+        return self
 
 
 def command_body(
@@ -266,5 +389,5 @@ def command_body(
         if field_name not in _ENVELOPE_FIELDS | exclude
     }
     return create_model(  # type: ignore[call-overload,no-any-return]
-        name or f"{command.__name__}Body", __config__=ConfigDict(extra="forbid"), **fields
+        name or f"{command.__name__}Body", __base__=CommandBodyBase, **fields
     )

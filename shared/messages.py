@@ -85,3 +85,6 @@ class Aggregate(Generic[S]):
     decide: Callable[[S, Any], list[Event]]
     jurisdiction_of: Callable[[S, Any], str]
     """Where the events of a command happen: from the state, or from a creating command."""
+    state_model: type[Any] | None = None
+    """The state's pydantic model, for aggregates whose long streams keep snapshots (see
+    ``EventStore.state_as_of``); ``None`` means the stream is always folded from the start."""

@@ -21,10 +21,8 @@ async def rebuild(
     async with conn.transaction():
         for table in tables:
             await conn.execute(f"DELETE FROM {table}")
-        async for batch in store.tail(conn, batch_size):
-            for envelope in batch:
-                await project(
-                    conn, envelope, events.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-                )
+        async for batch in store.replay(conn, events, batch_size):
+            for envelope, event in batch:
+                await project(conn, envelope, event)
                 count += 1
     return count

@@ -7,16 +7,23 @@ is stored in the service's database and advanced only after the broker acknowled
 (``store.read_log``), so it never needs to reason about late commits itself.
 
 If the broker lost its state (an embedded broker restarted empty), the relay publishes
-again from the first event. Two witnesses tell it so: the topic is missing from the
-metadata, or the relay's marker (an offset committed for its own consumer group) is
-gone. The marker is needed because clients may re-create a lost topic, empty, before
-the relay looks (subscribers' metadata requests auto-create topics on the embedded
-broker), so "the topic exists" alone does not prove the broker kept it.
+again from the first event. Three witnesses tell it so: the topic is missing from the
+metadata; the relay's marker (an offset committed for its own consumer group) is gone;
+or the broker acknowledges a record at an offset no higher than one it acknowledged
+before on the same partition (its log started over). The marker is needed because
+clients may re-create a lost topic, empty, before the relay looks (subscribers' metadata
+requests auto-create topics on the embedded broker), so "the topic exists" alone does
+not prove the broker kept it. The marker is written only when the relay starts a topic
+afresh (and refreshed hourly against offset retention), never after merely reading it: a
+write sent while the broker restarts is retried onto the new broker, where it would
+vouch for a history that broker never had. The acknowledged offsets catch a restart
+while the relay publishes, before the next check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -28,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
-from shared import kafka, store
+from shared import db, kafka, store
 from shared.envelope import Envelope
 from shared.resilience import keep_running
 
@@ -44,6 +51,13 @@ HELD = Gauge(
 REPUBLISHES = Counter("chengneng_relay_republish_total", "Times the relay restarted from the store", ["service"])
 
 STALL_WARNING_S = 10.0
+MARKER_REFRESH_S = 3600.0
+"""How often an intact marker is written again, so that the broker's offset retention (days,
+for a group without members) never expires it."""
+
+
+class BrokerLostLog(Exception):
+    """The broker acknowledged a record at an offset it had given before: its log started over."""
 
 
 class Relay:
@@ -79,12 +93,17 @@ class Relay:
         self.replication = replication
         self.name = f"kafka:{self.topic}"
         self.caught_up = asyncio.Event()
+        self._acked: dict[int, int] = {}
+        """The highest offset the broker acknowledged per partition, in this session."""
+        self._marker_written_at: float | None = None
 
     async def run(self) -> None:
         """Wait for leadership, then publish until cancelled; reconnect on any failure."""
         await keep_running(self._run_as_leader, "relay", service=self.service)
 
     async def _run_as_leader(self) -> None:
+        self._acked = {}
+        self._marker_written_at = None
         lock_conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema})
         try:
             while not await lock_conn.fetchval(
@@ -104,14 +123,16 @@ class Relay:
                 group_id=f"chengneng.relay.{self.service}",
                 enable_auto_commit=False,
             )
-            await producer.start()
-            await marker.start()
             try:
+                # Started inside the try, so that one that started is stopped when the other fails.
+                await producer.start()
+                await marker.start()
                 async with kafka.admin_client(self.bootstrap) as admin:
                     await self._publish_loop(producer, marker, admin, lock_conn)
             finally:
-                await marker.stop()
-                await producer.stop()
+                for client in (marker, producer):
+                    with contextlib.suppress(Exception):
+                        await client.stop()
         finally:
             await lock_conn.close()
 
@@ -122,12 +143,14 @@ class Relay:
         admin: AIOKafkaAdminClient,
         lock_conn: asyncpg.Connection,
     ) -> None:
-        await self._check_broker(marker, admin, first=True)
+        await self._check_broker(producer, marker, admin, first=True)
+        wakeup = db.Wakeup()
+        await wakeup.listen(lock_conn, db.channel(self.schema, "sealed"))
         last_check = time.monotonic()
         held_since: float | None = None
         while True:
             if time.monotonic() - last_check >= self.topic_check_interval_s:
-                await self._check_broker(marker, admin)
+                await self._check_broker(producer, marker, admin)
                 await lock_conn.fetchval("SELECT 1")  # the lock lives as long as this session
                 last_check = time.monotonic()
             position = await self.position()
@@ -135,9 +158,12 @@ class Relay:
             if entries:
                 # A broker restart can be invisible to the producer (it reconnects and the topic
                 # is auto-created), so the broker's memory is checked before every batch.
-                if await self._check_broker(marker, admin):
+                if await self._check_broker(producer, marker, admin):
                     continue
-                await self._publish(producer, entries)
+                try:
+                    await self._publish(producer, entries)
+                except BrokerLostLog as exc:
+                    await self._start_over(marker, reason=str(exc))
                 continue
             behind, held = await self._lag(position)
             LAG.labels(self.service).set(behind)
@@ -155,7 +181,7 @@ class Relay:
             else:
                 held_since = None
                 self.caught_up.set()
-            await asyncio.sleep(self.poll_interval_s)
+            await wakeup.wait(self.poll_interval_s)
 
     async def _publish(self, producer: AIOKafkaProducer, entries: list[tuple[int, Envelope]]) -> None:
         batch = [envelope for _, envelope in entries]
@@ -172,7 +198,13 @@ class Relay:
                     timestamp_ms=int(envelope.occurred_at.timestamp() * 1000),
                 )
             )
-        await asyncio.gather(*futures)  # every record acknowledged before the position moves
+        acks = await asyncio.gather(*futures)  # every record acknowledged before the position moves
+        for ack in acks:
+            before = self._acked.get(ack.partition)
+            if before is not None and ack.offset <= before:
+                self._acked = {}
+                raise BrokerLostLog(f"partition {ack.partition} acknowledged offset {ack.offset} after offset {before}")
+            self._acked[ack.partition] = ack.offset
         last = entries[-1][0] + 1  # the relay position is the next log index to publish
         await self.pool.execute(
             """INSERT INTO relay_positions (name, position) VALUES ($1, $2)
@@ -193,7 +225,14 @@ class Relay:
         value = await self.pool.fetchval("SELECT position FROM relay_positions WHERE name = $1", self.name)
         return int(value or 0)
 
-    async def _check_broker(self, marker: AIOKafkaConsumer, admin: AIOKafkaAdminClient, *, first: bool = False) -> bool:
+    async def _check_broker(
+        self,
+        producer: AIOKafkaProducer,
+        marker: AIOKafkaConsumer,
+        admin: AIOKafkaAdminClient,
+        *,
+        first: bool = False,
+    ) -> bool:
         """Start over from the first event if the broker lost the topic or the relay's marker.
 
         Returns True when it did. Records published in the moment between a broker restart
@@ -209,23 +248,61 @@ class Relay:
         marked = await marker.committed(marker_tp)
         position = await self.position()
         if position > 0 and (created or marked is None):
-            REPUBLISHES.labels(self.service).inc()
-            log.warning(
-                "the broker lost the topic; republishing every event from the store",
-                service=self.service,
-                topic=self.topic,
-                was_at=position,
-                topic_missing=bool(created),
-                marker_missing=marked is None,
+            await self._start_over(
+                marker, reason="topic missing" if created else "marker missing", topic_missing=bool(created)
             )
-            await self.pool.execute(
-                "UPDATE relay_positions SET position = 0, updated_at = now() WHERE name = $1", self.name
+            return True
+        await self._sync_partitions(producer, admin)
+        if created and first:
+            log.info("topic created", topic=self.topic)
+        if marked is None:  # nothing published yet: the broker holds the (empty) history
+            await self._write_marker(marker)
+        elif self._marker_written_at is None:
+            self._marker_written_at = time.monotonic()  # seen intact: as good as written now
+        elif time.monotonic() - self._marker_written_at > MARKER_REFRESH_S:
+            # Refreshed only now and then: each write could land on a broker that just restarted.
+            await self._write_marker(marker)
+        return False
+
+    async def _sync_partitions(self, producer: AIOKafkaProducer, admin: AIOKafkaAdminClient) -> None:
+        """Make the producer spread records over the partitions the topic has now.
+
+        A broker that lost the topic may get it back with another partition count (created by
+        a client's metadata request before the relay creates it); a producer still using the
+        old count sends records to partitions the topic no longer has, which the embedded
+        broker acknowledges and nobody can read.
+        """
+        described = await admin.describe_topics([self.topic])
+        actual = {int(p["partition"]) for p in described[0]["partitions"]}
+        known = set(await producer.partitions_for(self.topic))
+        if known == actual:
+            return
+        await producer.client.force_metadata_update()
+        known = set(await producer.partitions_for(self.topic))
+        if known != actual:
+            raise RuntimeError(
+                f"the producer sees partitions {sorted(known)} of {self.topic}, the broker {sorted(actual)}"
             )
-            restart = True
-        else:
-            restart = False
-            if created and first:
-                log.info("topic created", topic=self.topic)
-        # Re-committed on every check so that a broker's offset retention never expires it.
-        await marker.commit({marker_tp: OffsetAndMetadata(0, "chengneng relay marker")})
-        return restart
+        log.warning("the topic's partitions changed; the producer follows", topic=self.topic, partitions=sorted(actual))
+
+    async def _start_over(self, marker: AIOKafkaConsumer, *, reason: str, topic_missing: bool = False) -> None:
+        """Publish everything again from the first event, and mark the broker as holding it."""
+        REPUBLISHES.labels(self.service).inc()
+        position = await self.position()
+        log.warning(
+            "the broker lost the topic; republishing every event from the store",
+            service=self.service,
+            topic=self.topic,
+            was_at=position,
+            reason=reason,
+            topic_missing=topic_missing,
+        )
+        await self.pool.execute(
+            "UPDATE relay_positions SET position = 0, updated_at = now() WHERE name = $1", self.name
+        )
+        self._acked = {}
+        await self._write_marker(marker)
+
+    async def _write_marker(self, marker: AIOKafkaConsumer) -> None:
+        await marker.commit({TopicPartition(self.topic, 0): OffsetAndMetadata(0, "chengneng relay marker")})
+        self._marker_written_at = time.monotonic()

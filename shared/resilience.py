@@ -1,19 +1,38 @@
-"""Keep a background loop (relay, consumer) alive across broker and database failures."""
+"""Keep a background loop (relay, sealer, consumer) alive across broker and database failures."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from prometheus_client import Counter
+
+from shared import db
 
 log = structlog.get_logger(__name__)
 
+RESTARTS = Counter("chengneng_background_restarts_total", "Background loops restarted after a failure", ["what"])
 
-async def keep_running(step: Callable[[], Awaitable[None]], what: str, *, pause_s: float = 1.0, **context: Any) -> None:
-    """Run ``step`` again after any failure, until the task itself is cancelled."""
+HEALTHY_RUN_S = 30.0
+"""A step that ran this long before failing starts over from the shortest pause."""
+
+
+async def keep_running(
+    step: Callable[[], Awaitable[None]], what: str, *, pause_s: float = 1.0, max_pause_s: float = 5.0, **context: Any
+) -> None:
+    """Run ``step`` again after any failure, until the task itself is cancelled.
+
+    The pause doubles while the step keeps failing at once (a database or broker that is
+    away), up to ``max_pause_s``, so a long outage costs a log line every few seconds
+    and recovery is noticed within ``max_pause_s`` of it.
+    """
+    pause = pause_s
     while True:
+        began = time.monotonic()
         try:
             await step()
         except asyncio.CancelledError:
@@ -23,6 +42,17 @@ async def keep_running(step: Callable[[], Awaitable[None]], what: str, *, pause_
             # aiokafka cancels in-flight futures when a broker connection drops: that is a
             # broker failure to recover from, not a request to stop.
             log.warning(f"{what}: kafka client futures cancelled; reconnecting", **context)
-        except Exception:
-            log.exception(f"{what} failed; retrying", **context)
-        await asyncio.sleep(pause_s)
+        except Exception as exc:
+            if db.unavailable(exc) or _broker_unavailable(exc):
+                log.warning(f"{what}: database or broker unavailable; retrying", error=repr(exc), **context)
+            else:
+                log.exception(f"{what} failed; retrying", **context)
+        RESTARTS.labels(what).inc()
+        if time.monotonic() - began >= HEALTHY_RUN_S:
+            pause = pause_s
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, max_pause_s)
+
+
+def _broker_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaConnectionError) or (isinstance(exc, KafkaError) and bool(exc.retriable))

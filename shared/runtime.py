@@ -21,7 +21,7 @@ from shared import db
 from shared.audit_api import router as audit_router
 from shared.auth import load_public_key
 from shared.commands import EventStore, Projector
-from shared.consumer import Handler, InboxConsumer
+from shared.consumer import Handler, InboxConsumer, Sources
 from shared.envelope import Envelope
 from shared.http import (
     PROBLEM_RESPONSES,
@@ -30,7 +30,7 @@ from shared.http import (
     install_error_handlers,
     problem_schema,
 )
-from shared.kafka import OutgoingMessage
+from shared.kafka import OutgoingMessage, events_topic
 from shared.messages import EventRegistry
 from shared.policies import Policy, policy_handler
 from shared.relay import Relay
@@ -45,13 +45,24 @@ class ConsumerSpec:
     """A consumer of other services' topics; ``name`` is its inbox and consumer-group name.
 
     Give a ``handler`` to update read models directly, or a ``policy`` whose reactions run
-    as commands through this service's deciders.
+    as commands through this service's deciders. ``sources`` is the contract: the producing
+    services and their event types; a record outside it goes to the dead letters, so a type
+    or schema version this code does not know is never applied, nor ignored, unseen.
     """
 
     name: str
     topics: list[str]
     handler: Handler | None = None
     policy: Policy | None = None
+    sources: Sources = field(default_factory=dict)
+
+    @classmethod
+    def reacting(
+        cls, service: str, source: str, events: EventRegistry, policy: Policy, *, topic: str | None = None
+    ) -> ConsumerSpec:
+        """``service`` applying ``policy`` to the events of ``source`` (its topic unless ``topic``
+        is given): the one way every service declares what it consumes, named ``service-source``."""
+        return cls(f"{service}-{source}", [topic or events_topic(source)], policy=policy, sources={source: events})
 
 
 @dataclass
@@ -142,6 +153,8 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
         app.state.sealer = sealer
         tasks.append(asyncio.create_task(sealer.run(), name=f"{definition.name}-sealer"))
         for spec in definition.consumers:
+            if not spec.sources:
+                raise ValueError(f"consumer {spec.name} declares no sources: its contract would go unchecked")
             handler = spec.handler
             if handler is None:
                 assert spec.policy is not None, f"consumer {spec.name} needs a handler or a policy"
@@ -155,6 +168,7 @@ def build_app(definition: ServiceDefinition, settings: Settings) -> FastAPI:
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,
+                sources=spec.sources,
             )
             tasks.append(asyncio.create_task(consumer.run(), name=f"{definition.name}-{spec.name}"))
         log.info("service started", service=definition.name)
@@ -206,5 +220,6 @@ def serve(definition: ServiceDefinition, settings: Settings, port: int) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # loop and http stay "auto": uvloop and httptools (dependencies) where they install.
     )
     uvicorn.Server(config).run()

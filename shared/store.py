@@ -11,9 +11,13 @@ transaction anywhere holds every tail back, which ``tail_lag`` makes visible.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import gc
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -21,12 +25,14 @@ import asyncpg
 from shared.db import Connection
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
 from shared.errors import ConcurrencyConflict
-from shared.messages import Event
+from shared.messages import Event, EventRegistry
 from shared.principal import Principal, Role
 
 COLUMNS = """position, stream_id, stream_type, stream_version, event_id, event_type,
     schema_version, occurred_at, recorded_at, actor_subject, actor_org, actor_role,
     actor_jurisdiction, jurisdiction, correlation_id, causation_id, payload, prev_hash, hash"""
+
+_WIDTH = len(COLUMNS.split(","))
 
 _VISIBLE = "xact_id < pg_snapshot_xmin(pg_current_snapshot())"
 
@@ -42,33 +48,60 @@ class Metadata:
     causation_id: uuid.UUID | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _actor(subject: str, organisation: str, role: str, jurisdiction: str) -> Principal:
+    """Actors repeat across a store: each distinct one is validated once, then shared (it is frozen)."""
+    return Principal(subject=subject, organisation=organisation, role=Role(role), jurisdiction=jurisdiction)
+
+
 def envelope_from_record(record: asyncpg.Record) -> Envelope:
-    return Envelope(
-        position=record["position"],
-        stream_id=record["stream_id"],
-        stream_type=record["stream_type"],
-        stream_version=record["stream_version"],
-        event_id=record["event_id"],
-        event_type=record["event_type"],
-        schema_version=record["schema_version"],
-        occurred_at=record["occurred_at"],
-        recorded_at=record["recorded_at"],
-        actor=Principal(
-            subject=record["actor_subject"],
-            organisation=record["actor_org"],
-            role=Role(record["actor_role"]),
-            jurisdiction=record["actor_jurisdiction"],
-        ),
-        jurisdiction=record["jurisdiction"],
-        correlation_id=record["correlation_id"],
-        causation_id=record["causation_id"],
-        payload=record["payload"],
-        prev_hash=bytes(record["prev_hash"]),
-        hash=bytes(record["hash"]),
+    """The envelope of a row whose first columns are ``COLUMNS``, in that order.
+
+    Read by position, not by name: replays and audits build millions of envelopes, and a
+    row's columns by name cost twice as much.
+    """
+    (
+        position,
+        stream_id,
+        stream_type,
+        stream_version,
+        event_id,
+        event_type,
+        schema_version,
+        occurred_at,
+        recorded_at,
+        actor_subject,
+        actor_org,
+        actor_role,
+        actor_jurisdiction,
+        jurisdiction,
+        correlation_id,
+        causation_id,
+        payload,
+        prev_hash,
+        hash_,
+    ) = record[:_WIDTH]
+    return Envelope.of(
+        stream_id,
+        stream_type,
+        stream_version,
+        event_id,
+        event_type,
+        schema_version,
+        occurred_at,
+        _actor(actor_subject, actor_org, actor_role, actor_jurisdiction),
+        jurisdiction,
+        correlation_id,
+        causation_id,
+        payload,
+        prev_hash,
+        hash_,
+        position,
+        recorded_at,
     )
 
 
-async def stream_head(conn: Connection, stream_id: str) -> tuple[int, bytes]:
+async def stream_head(conn: Connection | asyncpg.Pool, stream_id: str) -> tuple[int, bytes]:
     """The current version of a stream (0 when empty) and the hash its next event chains to."""
     row = await conn.fetchrow(
         "SELECT stream_version, hash FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
@@ -88,15 +121,18 @@ async def append(
     meta: Metadata,
     *,
     event_ids: Sequence[uuid.UUID] | None = None,
+    head: tuple[int, bytes] | None = None,
 ) -> list[Envelope]:
     """Append ``events`` to a stream that must be at ``expected_version``; returns the envelopes.
 
     Must run inside a transaction owned by the caller, so projections and idempotency
-    records commit together with the events.
+    records commit together with the events. A caller that has just read the stream gives
+    its ``head`` (version, hash) and saves a round trip; if the stream moved on since, the
+    unique (stream, version) key refuses the insert just the same.
     """
     if not conn.is_in_transaction():
         raise RuntimeError("append must run inside a transaction")
-    current, prev_hash = await stream_head(conn, stream_id)
+    current, prev_hash = head if head is not None else await stream_head(conn, stream_id)
     if current != expected_version:
         raise ConcurrencyConflict(
             "wrong_expected_version",
@@ -109,47 +145,70 @@ async def append(
         version = expected_version + index + 1
         event_id = event_ids[index] if event_ids else uuid.uuid4()
         payload = event.model_dump(mode="json")
-        fields = dict(
-            stream_id=stream_id,
-            stream_type=stream_type,
-            stream_version=version,
-            event_id=event_id,
-            event_type=event.event_type,
-            schema_version=event.schema_version,
-            occurred_at=meta.occurred_at,
-            actor=meta.actor,
-            jurisdiction=meta.jurisdiction,
-            correlation_id=meta.correlation_id,
-            causation_id=meta.causation_id,
-            payload=payload,
-            prev_hash=prev_hash,
+        digest = chain_hash(
+            canonical_bytes(
+                stream_id=stream_id,
+                stream_type=stream_type,
+                stream_version=version,
+                event_id=event_id,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                occurred_at=meta.occurred_at,
+                actor=meta.actor,
+                jurisdiction=meta.jurisdiction,
+                correlation_id=meta.correlation_id,
+                causation_id=meta.causation_id,
+                payload=payload,
+                prev_hash=prev_hash,
+            )
         )
-        digest = chain_hash(canonical_bytes(**fields))  # type: ignore[arg-type]
-        envelopes.append(Envelope(**fields, hash=digest))  # type: ignore[arg-type]
+        envelopes.append(
+            Envelope.of(
+                stream_id,
+                stream_type,
+                version,
+                event_id,
+                event.event_type,
+                event.schema_version,
+                meta.occurred_at,
+                meta.actor,
+                meta.jurisdiction,
+                meta.correlation_id,
+                meta.causation_id,
+                payload,
+                prev_hash,
+                digest,
+                None,
+                None,
+            )
+        )
         prev_hash = digest
     try:
+        # What one append shares (stream, actor, place, time, correlation) travels once, as
+        # scalars; only what differs per event travels as arrays.
         rows = await conn.fetch(
             """INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
                     schema_version, occurred_at, actor_subject, actor_org, actor_role, actor_jurisdiction,
                     jurisdiction, correlation_id, causation_id, payload, prev_hash, hash)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::uuid[], $5::text[],
-                    $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
-                    $12::text[], $13::uuid[], $14::uuid[], $15::jsonb[], $16::bytea[], $17::bytea[])
+                SELECT $1, $2, e.stream_version, e.event_id, e.event_type, e.schema_version, $3, $4, $5, $6, $7,
+                    $8, $9, $10, e.payload, e.prev_hash, e.hash
+                FROM unnest($11::int[], $12::uuid[], $13::text[], $14::int[], $15::jsonb[], $16::bytea[],
+                    $17::bytea[]) AS e (stream_version, event_id, event_type, schema_version, payload, prev_hash, hash)
                 RETURNING position, recorded_at""",
-            [e.stream_id for e in envelopes],
-            [e.stream_type for e in envelopes],
+            stream_id,
+            stream_type,
+            meta.occurred_at,
+            meta.actor.subject,
+            meta.actor.organisation,
+            meta.actor.role.value,
+            meta.actor.jurisdiction,
+            meta.jurisdiction,
+            meta.correlation_id,
+            meta.causation_id,
             [e.stream_version for e in envelopes],
             [e.event_id for e in envelopes],
             [e.event_type for e in envelopes],
             [e.schema_version for e in envelopes],
-            [e.occurred_at for e in envelopes],
-            [e.actor.subject for e in envelopes],
-            [e.actor.organisation for e in envelopes],
-            [e.actor.role.value for e in envelopes],
-            [e.actor.jurisdiction for e in envelopes],
-            [e.jurisdiction for e in envelopes],
-            [e.correlation_id for e in envelopes],
-            [e.causation_id for e in envelopes],
             [e.payload for e in envelopes],
             [e.prev_hash for e in envelopes],
             [e.hash for e in envelopes],
@@ -162,15 +221,28 @@ async def append(
                 stream_id=stream_id,
             ) from exc
         raise
-    return [_with_position(env, row["position"], row["recorded_at"]) for env, row in zip(envelopes, rows, strict=True)]
-
-
-def _with_position(env: Envelope, position: int, recorded_at: datetime) -> Envelope:
-    return replace(env, position=position, recorded_at=recorded_at)
+    for envelope, row in zip(envelopes, rows, strict=True):
+        # The envelope is new and not yet shared: the database's position and time complete it.
+        envelope.__dict__.update(position=row["position"], recorded_at=row["recorded_at"])
+    return envelopes
 
 
 async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
     rows = await conn.fetch(f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+    return [envelope_from_record(r) for r in rows]
+
+
+async def read_stream_after(
+    conn: Connection | asyncpg.Pool, stream_id: str, after_version: int, limit: int
+) -> list[Envelope]:
+    """Up to ``limit`` events of a stream after ``after_version``, in version order."""
+    rows = await conn.fetch(
+        f"""SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2
+            ORDER BY stream_version LIMIT $3""",
+        stream_id,
+        after_version,
+        limit,
+    )
     return [envelope_from_record(r) for r in rows]
 
 
@@ -232,6 +304,52 @@ async def tail(conn: Connection | asyncpg.Pool, batch_size: int = 500) -> AsyncI
     while batch := await read_after(conn, cursor, batch_size):
         yield [envelope for _, envelope in batch]
         cursor = batch[-1][0]
+
+
+async def replay(
+    conn: Connection | asyncpg.Pool, registry: EventRegistry, batch_size: int = 1000
+) -> AsyncIterator[list[tuple[Envelope, Event]]]:
+    """Every visible event with its decoded domain event, in tail order, in bounded batches.
+
+    What read-model rebuilds and replays use: memory stays at a couple of batches, whatever
+    the history. Given a pool, the next batch is already being read (on another connection)
+    while this one is decoded; given a connection, the caller may use it between batches.
+    The cyclic garbage collector waits while a batch is read and decoded (rows and events
+    make no cycles; it would otherwise rescan the batch's young objects dozens of times),
+    and runs as usual while the caller applies the batch.
+    """
+    ahead = isinstance(conn, asyncpg.Pool)
+    after = START
+    reading = asyncio.ensure_future(read_after(conn, after, batch_size))
+    try:
+        while True:
+            with _collector_paused():  # the rows of a batch are decoded while it is awaited
+                batch = await reading
+                if not batch:
+                    break
+                after = batch[-1][0]
+                if ahead:
+                    reading = asyncio.ensure_future(read_after(conn, after, batch_size))
+                decoded = [(e, registry.decode(e.event_type, e.schema_version, e.payload)) for _, e in batch]
+            yield decoded
+            if not ahead:
+                reading = asyncio.ensure_future(read_after(conn, after, batch_size))
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def tail_lag(conn: Connection | asyncpg.Pool, after: Cursor) -> tuple[int, int]:

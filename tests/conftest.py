@@ -7,6 +7,7 @@ PostgreSQL instead of the embedded one.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -17,11 +18,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 
 from shared import db
@@ -124,10 +127,23 @@ class Stack:
         return httpx.Client(base_url=self.urls[service], headers=headers, timeout=15)
 
 
-def start_stack(home: Path, *extra: str) -> Stack:
-    """Run `chengneng up` in a subprocess and wait until it prints that it is running."""
+def _stop_with_test_process() -> None:
+    """Linux: SIGTERM to ``chengneng up`` when the process that started it dies, however it
+    dies (a pytest killed from outside would otherwise leave whole stacks running)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def start_stack(home: Path, *extra: str, env: dict[str, str] | None = None) -> Stack:
+    """Run `chengneng up` in a subprocess and wait until it prints that it is running.
+
+    ``env`` adds settings for this stack only (e.g. a shorter checkpoint interval)."""
     home.mkdir(parents=True, exist_ok=True)
     ensure_keypair(home / "keys" / "token-signing.pem", home / "keys" / "token-signing.pub.pem")
+    extra_env = env or {}
     env = {
         **os.environ,
         "CHENGNENG_HOME": str(home),
@@ -136,6 +152,7 @@ def start_stack(home: Path, *extra: str) -> Stack:
     }
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.update(extra_env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up", *extra],
         cwd=REPO,
@@ -143,6 +160,7 @@ def start_stack(home: Path, *extra: str) -> Stack:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_stop_with_test_process,  # one prctl call: safe between fork and exec
     )
     output: list[str] = []
     deadline = time.monotonic() + 120
@@ -161,6 +179,26 @@ def start_stack(home: Path, *extra: str) -> Stack:
     return Stack(home, proc, info["services"], info["kafka_bootstrap"], info["database_url"], output)
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextmanager
+def running_stack(home: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A stack for the length of a ``with`` block (a fixture's): stopped with Ctrl-C at the end
+    unless a test already stopped it."""
+    stack = start_stack(home, *extra, env=env)
+    try:
+        yield stack
+    finally:
+        if stack.process.poll() is None:
+            stop_stack(stack)
+
+
 def stop_stack(stack: Stack) -> str:
     """Ctrl-C, as a user would; returns what `up` printed while stopping."""
     stack.process.send_signal(signal.SIGINT)
@@ -172,12 +210,8 @@ def stop_stack(stack: Stack) -> str:
 @pytest.fixture(scope="module")
 def stack(scratch: Callable[[str], Path], broker: EmbeddedBroker) -> Iterator[Stack]:
     """The stack on an embedded PostgreSQL of its own and the session's broker."""
-    s = start_stack(scratch("stack-home") / ".chengneng", "--kafka-bootstrap", broker.bootstrap)
-    try:
+    with running_stack(scratch("stack-home") / ".chengneng", "--kafka-bootstrap", broker.bootstrap) as s:
         yield s
-    finally:
-        if s.process.poll() is None:
-            stop_stack(s)
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ from shared.api import (
     run,
 )
 from shared.errors import NotFound
-from shared.http import CurrentPrincipal, IdempotencyKey
+from shared.http import CurrentPrincipal, IdempotencyKey, Limit, Offset
 from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
@@ -78,8 +78,8 @@ async def list_societies(
     society_class: domain.SocietyClass | None = None,
     relation: domain.Relation | None = None,
     status_: Annotated[domain.SocietyStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     clauses: list[str] = []
     args: list[Any] = []
@@ -196,8 +196,8 @@ async def list_selections(
     principal: CurrentPrincipal,
     jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{5}$")] = None,
     status_: Annotated[domain.SelectionStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     rows = await ctx.pool.fetch(
         """SELECT function_id, jurisdiction, status, applicants, ranking_version, updated_at,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from services.capability import api, domain, policies, projections
-from shared.kafka import events_topic
+from services.registry import domain as registry
+from services.supervision import domain as supervision
 from shared.runtime import ConsumerSpec, ServiceDefinition
 
 SERVICE = ServiceDefinition(
@@ -20,7 +21,7 @@ SERVICE = ServiceDefinition(
     router=api.router,
     projector=projections.project,
     consumers=(
-        ConsumerSpec("capability-registry", [events_topic("registry")], policy=policies.on_registry_event),
-        ConsumerSpec("capability-supervision", [events_topic("supervision")], policy=policies.on_supervision_event),
+        ConsumerSpec.reacting("capability", "registry", registry.EVENTS, policies.on_registry_event),
+        ConsumerSpec.reacting("capability", "supervision", supervision.EVENTS, policies.on_supervision_event),
     ),
 )

@@ -855,7 +855,7 @@ class _Check:
 
 
 _AT_LEAST_NUMBER = re.compile(r"(?:>=\s*)?([0-9]+(?:\.[0-9]+)?)")
-_AT_LEAST_WHOLE = re.compile(r"(?:>=\s*)?([0-9]+)")
+_AT_LEAST_WHOLE = re.compile(r"(?:>=\s*)?([0-9]{1,9})")  # a staff count, not a 5000-digit int() refuses
 _AT_LEAST_GRADE = re.compile(r"(?:>=\s*)?([345]A)")
 _SCORE_THRESHOLDS: Final[dict[str, Standard | None]] = {
     "min_comprehensive_strength": Standard.COMPREHENSIVE_STRENGTH,

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from xml.sax.saxutils import escape
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.disclosure import domain
@@ -24,12 +24,13 @@ from services.disclosure.projections import ON_THE_LIST
 from shared import store
 from shared.api import EntityId, JurisdictionCode
 from shared.errors import InvalidInput, NotFound
+from shared.http import PG_BIGINT_MAX, Limit, Offset
 from shared.runtime import Context
 
 router = APIRouter(prefix="/public")
 
-Page = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Page = Limit
+LogSequence = Annotated[int, Query(ge=0, le=PG_BIGINT_MAX, description="a place in the disclosure log")]
 
 
 def _fact_view(e: Any) -> dict[str, Any]:
@@ -87,7 +88,11 @@ async def public_functions(
     tags=["functions"],
     summary="A published version of a jurisdiction's list ('latest' for the newest)",
 )
-async def public_list_version(jurisdiction: JurisdictionCode, version: str, ctx: Context) -> dict[str, Any]:
+async def public_list_version(
+    jurisdiction: JurisdictionCode,
+    version: Annotated[str, Path(pattern=r"^(latest|[0-9]{1,9})$")],
+    ctx: Context,
+) -> dict[str, Any]:
     if version == "latest":
         row = await ctx.pool.fetchrow(
             "SELECT * FROM p_list_versions WHERE jurisdiction = $1 ORDER BY version DESC LIMIT 1", jurisdiction
@@ -252,7 +257,7 @@ async def facts_after(ctx: Any, sequence: int, limit: int, jurisdiction: str | N
 async def atom_feed(
     request: Request,
     ctx: Context,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: LogSequence = 0,
     limit: Page = 100,
     jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{5}$")] = None,
 ) -> Response:
@@ -282,7 +287,7 @@ async def atom_feed(
 
 
 @router.get("/facts/{position}", tags=["feeds"], summary="One disclosed fact by its position in the log")
-async def fact(position: int, ctx: Context) -> dict[str, Any]:
+async def fact(position: Annotated[int, Path(ge=1, le=PG_BIGINT_MAX)], ctx: Context) -> dict[str, Any]:
     rows = await ctx.pool.fetch(f"SELECT {store.COLUMNS} FROM events WHERE position = $1", position)
     if not rows:
         raise NotFound("fact_not_found", f"no disclosed fact at position {position}")
@@ -292,12 +297,16 @@ async def fact(position: int, ctx: Context) -> dict[str, Any]:
 @router.get("/stream", tags=["feeds"], summary="Server-Sent Events of disclosed facts, resumable with Last-Event-ID")
 async def sse(
     ctx: Context,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: LogSequence = 0,
     last_event_id: Annotated[str | None, Header()] = None,
     jurisdiction: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{5}$")] = None,
     max_events: Annotated[int | None, Query(ge=1, le=100_000, description="close after this many (for tests)")] = None,
 ) -> StreamingResponse:
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    start = after
+    if last_event_id is not None:
+        if not (last_event_id.isascii() and last_event_id.isdigit() and int(last_event_id) <= PG_BIGINT_MAX):
+            raise InvalidInput("invalid_last_event_id", "Last-Event-ID is the sequence of the last event received")
+        start = int(last_event_id)
 
     async def events() -> AsyncIterator[bytes]:
         position, sent = start, 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 from fastapi import APIRouter
 
-from services.disclosure import api, domain, policies, portal, projections
-from shared.kafka import events_topic
+from services.disclosure import api, domain, policies, policy, portal, projections
 from shared.runtime import ConsumerSpec, ServiceDefinition
 
 router = APIRouter()
@@ -25,8 +26,13 @@ SERVICE = ServiceDefinition(
     router=router,
     projector=projections.project,
     consumers=tuple(
-        ConsumerSpec(f"disclosure-{service}", [events_topic(service)], policy=policies.on_internal_event)
-        for service in ("registry", "capability", "supervision")
+        ConsumerSpec.reacting(
+            "disclosure",
+            service,
+            importlib.import_module(f"services.{service}.domain").EVENTS,
+            policies.on_internal_event,
+        )
+        for service in policy.source_services()
     ),
     topic=domain.PUBLIC_TOPIC,
     message_mapper=domain.public_message,

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import pygal
 from fastapi import APIRouter, Query
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
@@ -34,6 +35,7 @@ from shared import jurisdiction as jurisdictions
 from shared import store
 from shared.api import EntityId, JurisdictionCode
 from shared.errors import InvalidInput, NotFound
+from shared.http import PG_INTEGER_MAX
 from shared.runtime import Context
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -891,7 +893,12 @@ async def functions(
 
 
 @router.get("/j/{code}/list-versions/{version}", response_class=HTMLResponse, summary="One published list version")
-async def list_version(code: JurisdictionCode, version: int, ctx: Context, page: PageNo = 1) -> HTMLResponse:
+async def list_version(
+    code: JurisdictionCode,
+    version: Annotated[int, FastAPIPath(ge=1, le=PG_INTEGER_MAX)],
+    ctx: Context,
+    page: PageNo = 1,
+) -> HTMLResponse:
     jurisdictions.validate(code)
     row = await ctx.pool.fetchrow(
         "SELECT version, note, published_at, entries FROM p_list_versions WHERE jurisdiction = $1 AND version = $2",

@@ -145,6 +145,7 @@ async def _function(conn: Connection, function_id: str, envelope: Envelope, fact
         envelope.occurred_at,
     )
     if fact.public_type == "FunctionAssigned" and data.get("society_id"):
+        await _lock_society(conn, data["society_id"])
         await conn.execute("UPDATE p_societies SET participating = true WHERE society_id = $1", data["society_id"])
 
 
@@ -160,7 +161,18 @@ async def _list(conn: Connection, jurisdiction: str, envelope: Envelope, fact: d
     )
 
 
+async def _lock_society(conn: Connection, society_id: str) -> None:
+    """Serialise the two writers of a society's ``participating`` flag until commit.
+
+    A function's assignment (registry topic) and the society's own facts (capability topic)
+    arrive on different consumers. Without the lock each could miss the other's uncommitted
+    row and the flag would stay false; after it, each statement sees the other's commit.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"p_societies:{society_id}")
+
+
 async def _society(conn: Connection, society_id: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+    await _lock_society(conn, society_id)
     row = await conn.fetchrow("SELECT data FROM p_societies WHERE society_id = $1", society_id)
     data: dict[str, Any] = dict(row["data"]) if row else {"society_id": society_id, "status": "active"}
     match fact.public_type:

@@ -26,7 +26,7 @@ from shared.api import (
     run,
 )
 from shared.errors import InvalidInput, NotFound
-from shared.http import CurrentPrincipal, IdempotencyKey, command_body
+from shared.http import PG_INTEGER_MAX, CurrentPrincipal, IdempotencyKey, Limit, Offset, command_body
 from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
@@ -85,8 +85,8 @@ async def list_functions(
     include_subtree: bool = False,
     state: domain.Status | None = None,
     category: domain.Category | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     clauses, args = [], []
     if jurisdiction:
@@ -214,7 +214,7 @@ async def _version(ctx: Any, jurisdiction: str, version: str) -> dict[str, Any]:
 )
 async def get_version(
     jurisdiction: JurisdictionCode,
-    version: Annotated[str, Path(pattern=r"^(latest|\d{1,9})$")],
+    version: Annotated[str, Path(pattern=r"^(latest|[0-9]{1,9})$")],
     ctx: Context,
     principal: CurrentPrincipal,
 ) -> dict[str, Any]:
@@ -230,8 +230,8 @@ async def diff_versions(
     jurisdiction: JurisdictionCode,
     ctx: Context,
     principal: CurrentPrincipal,
-    from_version: Annotated[int, Query(alias="from", ge=0)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
+    from_version: Annotated[int, Query(alias="from", ge=0, le=PG_INTEGER_MAX)],
+    to_version: Annotated[int, Query(alias="to", ge=1, le=PG_INTEGER_MAX)],
 ) -> dict[str, Any]:
     older = [] if from_version == 0 else (await _version(ctx, jurisdiction, str(from_version)))["entries"]
     newer = (await _version(ctx, jurisdiction, str(to_version)))["entries"]

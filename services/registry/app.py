@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from services.capability import domain as capability
 from services.registry import api, domain, policies, projections
-from shared.kafka import events_topic
+from services.supervision import domain as supervision
 from shared.runtime import ConsumerSpec, ServiceDefinition
 
 SERVICE = ServiceDefinition(
@@ -19,7 +20,7 @@ SERVICE = ServiceDefinition(
     router=api.router,
     projector=projections.project,
     consumers=(
-        ConsumerSpec("registry-capability", [events_topic("capability")], policy=policies.on_capability_event),
-        ConsumerSpec("registry-supervision", [events_topic("supervision")], policy=policies.on_supervision_event),
+        ConsumerSpec.reacting("registry", "capability", capability.EVENTS, policies.on_capability_event),
+        ConsumerSpec.reacting("registry", "supervision", supervision.EVENTS, policies.on_supervision_event),
     ),
 )

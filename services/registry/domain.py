@@ -880,8 +880,9 @@ _LATE = (Status.LISTED, Status.OPEN, Status.ASSIGNED, Status.TRANSFERRED)
 
 def _withdraw(state: FunctionState, c: WithdrawFunction) -> list[Event]:
     p = c.issued_by
-    _require_status(state, c, *_EARLY, *_LATE, Status.WITHDRAWN)
-    if state.status in _LATE:
+    # Who may withdraw is settled before the state is examined: a principal without the
+    # right learns nothing about the function's state from the refusal.
+    if state.status not in (*_EARLY, Status.WITHDRAWN):
         # once listed, only the department that owns the function may give it up
         _require_owning_department(state, p)
     else:
@@ -898,6 +899,7 @@ def _withdraw(state: FunctionState, c: WithdrawFunction) -> list[Event]:
             )
     if state.status is Status.WITHDRAWN:
         return []
+    _require_status(state, c, *_EARLY, *_LATE)
     return [FunctionWithdrawn(function_id=c.function_id, reason=c.reason)]
 
 

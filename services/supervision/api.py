@@ -16,9 +16,11 @@ from fastapi import APIRouter, Query
 from services.supervision import domain
 from services.supervision.domain import CASE, case_stream
 from services.supervision.projections import overdue_items
+from shared import store
 from shared.api import EntityId, add_command_route
+from shared.envelope import GENESIS_HASH
 from shared.errors import InvalidInput, NotFound
-from shared.http import CurrentPrincipal
+from shared.http import CurrentPrincipal, Limit, Offset
 from shared.jurisdiction import ancestors_sql
 from shared.messages import Command
 from shared.runtime import Context
@@ -45,7 +47,12 @@ _ROUTES: list[tuple[str, type[Command], str, str]] = [
     ("resumption", domain.ResumeCase, "phases", "Resume a suspended case (association)"),
     ("milestone-reports", domain.ReportMilestone, "progress", "Report on a milestone (society)"),
     ("indicator-measurements", domain.MeasureIndicator, "progress", "Measure an assessment indicator (society)"),
-    ("government-feedback", domain.GiveGovernmentFeedback, "progress", "Give opinions and suggestions (department)"),
+    (
+        "government-feedback",
+        domain.GiveGovernmentFeedback,
+        "progress",
+        "Give opinions and suggestions (department, policy support)",
+    ),
     ("supervision-meetings", domain.HoldSupervisionMeeting, "progress", "Record a supervision meeting (association)"),
     ("commendation", domain.CommendProject, "decisions", "Commend the project as an example"),
     ("rectification-orders", domain.OrderRectification, "decisions", "Order rectification with a deadline"),
@@ -103,8 +110,8 @@ async def list_cases(
     department: str | None = None,
     society_id: str | None = None,
     overdue: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     clauses: list[str] = []
     args: list[Any] = []
@@ -157,16 +164,9 @@ async def case_as_of(
 ) -> dict[str, Any]:
     if at.tzinfo is None:
         raise InvalidInput("naive_time", "give the moment with its time zone, e.g. 2026-05-01T00:00:00+08:00")
-    _, _, envelopes = await ctx.store.load(CASE, case_stream(project_id))
-    if not envelopes:
+    state, applied = await ctx.store.state_as_of(CASE, case_stream(project_id), at)
+    if applied == 0 and await store.stream_head(ctx.store.pool, case_stream(project_id)) == (0, GENESIS_HASH):
         raise NotFound("case_not_found", f"case {project_id} does not exist")
-    state = domain.initial_case()
-    applied = 0
-    for envelope in envelopes:
-        if envelope.occurred_at > at:
-            break
-        state = domain.evolve_case(state, ctx.store.decode(envelope))
-        applied += 1
     if state.phase is None:
         raise NotFound("case_not_yet_open", f"case {project_id} was not open at {at.isoformat()}")
     return {**_view(state), "as_of": at.isoformat(), "version": applied}

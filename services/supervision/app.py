@@ -6,9 +6,9 @@ Its stream processor, the deadline watcher, runs as a process of its own
 
 from __future__ import annotations
 
-from services.supervision import api, domain, policies, projections
+from services.registry import domain as registry
+from services.supervision import api, deadlines, domain, policies, projections
 from services.supervision.deadlines import TOPIC as DEADLINES_TOPIC
-from shared.kafka import events_topic
 from shared.runtime import ConsumerSpec, ServiceDefinition
 
 SERVICE = ServiceDefinition(
@@ -25,7 +25,9 @@ SERVICE = ServiceDefinition(
     router=api.router,
     projector=projections.project,
     consumers=(
-        ConsumerSpec("supervision-registry", [events_topic("registry")], policy=policies.on_registry_event),
-        ConsumerSpec("supervision-deadlines", [DEADLINES_TOPIC], policy=policies.on_deadline),
+        ConsumerSpec.reacting("supervision", "registry", registry.EVENTS, policies.on_registry_event),
+        ConsumerSpec.reacting(
+            "supervision", deadlines.SERVICE, deadlines.EVENTS, policies.on_deadline, topic=DEADLINES_TOPIC
+        ),
     ),
 )

@@ -10,11 +10,18 @@ supervision service records it on the case (``MilestoneOverdue``/``Rectification
 
 Every emitted record has a deterministic id (a UUID 5 of the item and its date), so a
 record sent twice is applied once by the supervision service's inbox.
+
+A database outage stops neither the agent nor the timer: the agent waits and folds the
+event when the database returns (it is never skipped, or every later event of the case
+would be), the timer tries again at its next tick. A record that is not a supervision event
+this code knows goes to ``chengneng.deadletter`` with the reason, as with every consumer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,9 +32,11 @@ import structlog
 
 import services.supervision.domain as domain
 from shared import db, kafka
+from shared.consumer import contract_violation
 from shared.db import Migration
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes
 from shared.kafka import MalformedMessage
+from shared.messages import Event, EventRegistry
 from shared.policies import system_principal
 from shared.settings import Settings
 
@@ -38,6 +47,23 @@ TOPIC = "chengneng.supervision.deadlines"
 EVENT_TYPE = "DeadlinePassed"
 _NAMESPACE = uuid.UUID("6f1c8a52-3f0e-4c55-9a8e-0d7b3c2f6a10")
 ACTOR = system_principal(SERVICE)
+CONSUMER = "deadlines-supervision"
+"""The name the agent signs its dead letters with."""
+
+
+class DeadlinePassed(Event):
+    """A milestone or rectification of a case passed its due date undone (the one event type)."""
+
+    event_type = EVENT_TYPE
+    project_id: str
+    kind: domain.DueKind
+    item_id: str
+    due_date: date
+    detected_on: date
+
+
+EVENTS = EventRegistry(DeadlinePassed)
+"""What the processor publishes: the supervision service's consumer checks records against it."""
 
 MIGRATIONS = (
     Migration(
@@ -83,13 +109,9 @@ def deadline_message(
         "jurisdiction": jurisdiction,
         "correlation_id": correlation,
         "causation_id": None,
-        "payload": {
-            "project_id": project_id,
-            "kind": kind,
-            "item_id": item_id,
-            "due_date": due.isoformat(),
-            "detected_on": today.isoformat(),
-        },
+        "payload": DeadlinePassed(
+            project_id=project_id, kind=domain.DueKind(kind), item_id=item_id, due_date=due, detected_on=today
+        ).model_dump(mode="json"),
         "prev_hash": GENESIS_HASH,
     }
     digest = hashlib.sha256(canonical_bytes(**fields)).digest()
@@ -176,6 +198,19 @@ def build_app(settings: Settings, port: int) -> faust.App:
             pools["pool"] = await db.create_pool(dsn, SERVICE, max_size=4)
         return pools["pool"]
 
+    deadletters = app.topic(kafka.DEADLETTER_TOPIC, value_serializer="raw", key_serializer="raw")
+
+    async def deadletter(record: Any, headers: list[tuple[str, bytes]], reason: str) -> None:
+        message = record.message
+        await deadletters.send(
+            key=record.key,
+            value=record.value,
+            headers=kafka.deadletter_headers(
+                headers, reason, CONSUMER, message.topic, message.partition, message.offset
+            ),
+        )
+        log.error("record dead-lettered", consumer=CONSUMER, reason=reason, topic=message.topic, offset=message.offset)
+
     @app.agent(events)
     async def fold(stream: Any) -> None:
         async for record in stream.events():
@@ -183,38 +218,79 @@ def build_app(settings: Settings, port: int) -> faust.App:
             headers = list(raw.items()) if isinstance(raw, dict) else list(raw or [])
             try:
                 incoming = kafka.from_record(headers, record.key, record.value)
-                await fold_case(await pool(), incoming)
-            except (MalformedMessage, KeyError) as exc:
-                log.error("supervision record skipped by the deadline processor", error=str(exc))
+            except MalformedMessage as exc:
+                await deadletter(record, headers, str(exc))
+                continue
+            violation, incoming = contract_violation({"supervision": domain.EVENTS}, incoming)
+            if violation is not None:
+                await deadletter(record, headers, violation)
+                continue
+            waiting_since = time.monotonic()
+            while True:
+                try:
+                    await fold_case(await pool(), incoming)
+                    break
+                except Exception as exc:
+                    if not db.unavailable(exc):
+                        await deadletter(record, headers, f"the deadline processor failed on it: {exc!r}")
+                        break
+                    # Skipping it would leave the case's copy behind for good: wait for the database.
+                    waited = time.monotonic() - waiting_since
+                    log.warning(
+                        "database unavailable; the event waits", event_id=str(incoming.event_id), error=repr(exc)
+                    )
+                    await asyncio.sleep(min(1.0 + waited / 5, 5.0))
 
     @app.timer(interval=settings.deadline_check_interval_s)
     async def look_for_passed_deadlines() -> None:
-        today = datetime.now(UTC).date()
-        p = await pool()
-        rows = await p.fetch(
-            """SELECT d.project_id, d.kind, d.item_id, d.due_date, c.jurisdiction, c.correlation_id
-               FROM due_items d JOIN cases c USING (project_id)
-               WHERE d.notified_at IS NULL AND d.due_date < $1 ORDER BY d.due_date LIMIT 500""",
-            today,
-        )
-        for r in rows:
-            message = deadline_message(
-                r["project_id"], r["kind"], r["item_id"], r["due_date"], today, r["jurisdiction"], r["correlation_id"]
-            )
-            await out.send(key=message.key, value=message.value, headers=message.headers)
-            await p.execute(
-                "UPDATE due_items SET notified_at = now() WHERE project_id = $1 AND kind = $2 AND item_id = $3",
-                r["project_id"],
-                r["kind"],
-                r["item_id"],
-            )
-            log.info("deadline passed", project_id=r["project_id"], kind=r["kind"], item_id=r["item_id"])
+        try:
+            await _emit_passed_deadlines(await pool(), out)
+        except Exception as exc:
+            # An exception would end the timer (and crash the worker): try again at the next tick.
+            if db.unavailable(exc):
+                log.warning("deadline check skipped: database unavailable", error=repr(exc))
+            else:
+                log.exception("deadline check failed; trying again at the next tick")
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        try:
+            await (await pool()).fetchval("SELECT 1")
+        except Exception as exc:  # report, never raise: the process itself is alive
+            body = {
+                "type": "urn:chengneng:problem:database_unavailable",
+                "title": "Service unavailable",
+                "status": 503,
+                "detail": repr(exc),
+                "code": "database_unavailable",
+            }
+            return web.json(body, status=503, headers={"Retry-After": "5"}, content_type="application/problem+json")
         return web.json({"status": "ok", "service": SERVICE})
 
     return app
+
+
+async def _emit_passed_deadlines(p: asyncpg.Pool, out: Any) -> None:
+    """Send ``DeadlinePassed`` for every open item past its date, and mark it notified."""
+    today = datetime.now(UTC).date()
+    rows = await p.fetch(
+        """SELECT d.project_id, d.kind, d.item_id, d.due_date, c.jurisdiction, c.correlation_id
+           FROM due_items d JOIN cases c USING (project_id)
+           WHERE d.notified_at IS NULL AND d.due_date < $1 ORDER BY d.due_date LIMIT 500""",
+        today,
+    )
+    for r in rows:
+        message = deadline_message(
+            r["project_id"], r["kind"], r["item_id"], r["due_date"], today, r["jurisdiction"], r["correlation_id"]
+        )
+        await out.send(key=message.key, value=message.value, headers=message.headers)
+        await p.execute(
+            "UPDATE due_items SET notified_at = now() WHERE project_id = $1 AND kind = $2 AND item_id = $3",
+            r["project_id"],
+            r["kind"],
+            r["item_id"],
+        )
+        log.info("deadline passed", project_id=r["project_id"], kind=r["kind"], item_id=r["item_id"])
 
 
 def run(settings: Settings, port: int) -> None:

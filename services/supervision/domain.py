@@ -1907,7 +1907,12 @@ def _measure_indicator(state: CaseState, c: MeasureIndicator) -> list[Event]:
 
 
 def _give_feedback(state: CaseState, c: GiveGovernmentFeedback) -> list[Event]:
-    _require_case_department(state, c.issued_by)
+    p = c.issued_by
+    # The owning department gives its feedback; the policy-support departments (中央编办、发改委、
+    # 民政部、财政部) are consulted on every project in their subtree, and feedback is their one command.
+    p.require_role(Role.DEPARTMENT, Role.POLICY_SUPPORT)
+    if p.role is Role.DEPARTMENT:
+        _require_case_department(state, p)
     _require_items(c.opinions, "opinions_required", "feedback gives at least one opinion, each non-empty")
     if state.feedback and state.feedback[-1].opinions == c.opinions:
         return []
@@ -2405,6 +2410,7 @@ CASE = Aggregate(
     evolve=evolve_case,
     decide=decide_case,
     jurisdiction_of=lambda state, command: state.jurisdiction or command.jurisdiction,
+    state_model=CaseState,
 )
 
 

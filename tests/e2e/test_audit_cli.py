@@ -22,7 +22,7 @@ import pytest
 from shared import merkle
 from shared.auth import load_private_key
 from shared.sealer import checkpoint_body
-from tests.conftest import REPO, Stack, start_stack, stop_stack, wait_until
+from tests.conftest import REPO, Stack, running_stack, wait_until
 from tests.e2e.flows import assigned_case
 
 pytestmark = pytest.mark.stack
@@ -35,14 +35,8 @@ FUNCTION = "F-AUDIT-1"
 @pytest.fixture(scope="module")
 def audited_stack(scratch: Callable[[str], Path]) -> Iterator[Stack]:
     """A stack of its own (its own broker too: the topics hold only this store's events)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHENGNENG_CHECKPOINT_INTERVAL_S", "1")
-        stack = start_stack(scratch("audit-stack") / ".chengneng")
-    try:
+    with running_stack(scratch("audit-stack") / ".chengneng", env={"CHENGNENG_CHECKPOINT_INTERVAL_S": "1"}) as stack:
         yield stack
-    finally:
-        if stack.process.poll() is None:
-            stop_stack(stack)
 
 
 def run_sql(stack: Stack, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -170,7 +170,20 @@ def compute_ranking(stack: Stack, fid: str) -> dict[str, Any]:
     return cast_client(stack).get(f"/selections/{fid}").json()["ranking"]  # type: ignore[no-any-return]
 
 
+SUPERVISION_FIELDS: dict[str, dict[str, Any]] = {
+    "EvaluationCompleted": {"score": "86.50", "method": "performance-score-v1", "inputs": []},
+    "RectificationOrdered": {
+        "rectification_id": "r-1",
+        "required_actions": ["补齐评价档案"],
+        "deadline": "2026-12-31",
+        "basis": "督导例会纪要",
+    },
+}
+"""The rest of each event as supervision publishes it: consumers check the producer's schema."""
+
+
 def supervision_envelope(stream_id: str, version: int, event_type: str, payload: dict[str, str]) -> Envelope:
+    payload = {**SUPERVISION_FIELDS.get(event_type, {}), **payload}
     values: dict[str, Any] = {
         "stream_id": stream_id,
         "stream_type": "project",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared import kafka
 from shared.embedded import start_broker
-from tests.conftest import Stack, start_stack, stop_stack, wait_until
+from tests.conftest import Stack, alive, start_stack, stop_stack, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -116,3 +118,22 @@ def test_two_stacks_with_different_homes_do_not_collide(scratch_dir: Path) -> No
             stop_stack(b)
     finally:
         stop_stack(a)
+
+
+def test_a_closed_terminal_stops_everything_even_with_nobody_reading_the_output(scratch_dir: Path) -> None:
+    """SIGHUP with the output pipe gone (the terminal closed): every service process and the
+    embedded PostgreSQL and broker stop, none is left behind without its supervisor."""
+    home = scratch_dir / ".chengneng"
+    stack = start_stack(home)
+    info = json.loads((home / "stack.json").read_text())
+    children = list(info["pids"].values())
+    postmaster = int((home / "postgres" / "postmaster.pid").read_text().splitlines()[0])
+    assert stack.process.stdout is not None
+    stack.process.stdout.close()  # nobody reads what `up` prints any more
+    stack.process.send_signal(signal.SIGHUP)
+    stack.process.wait(timeout=60)
+    wait_until(
+        lambda: not any(alive(pid) for pid in [*children, postmaster]),
+        timeout=30,
+        message="every child of up to stop",
+    )

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from shared.embedded import EmbeddedBroker
-from tests.conftest import Stack, start_stack, stop_stack, wait_until
+from tests.conftest import Stack, running_stack, wait_until
 from tests.e2e.flows import assigned_case, recommend_through_capability
 
 pytestmark = pytest.mark.stack
@@ -43,14 +43,13 @@ def supervision_stack(broker: EmbeddedBroker) -> Iterator[Stack]:
     """
     home = Path(tempfile.mkdtemp(prefix="chengneng-supervision-"))
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("CHENGNENG_DEADLINE_CHECK_INTERVAL_S", "1")
-            s = start_stack(home / ".chengneng", "--kafka-bootstrap", broker.bootstrap)
-        try:
+        with running_stack(
+            home / ".chengneng",
+            "--kafka-bootstrap",
+            broker.bootstrap,
+            env={"CHENGNENG_DEADLINE_CHECK_INTERVAL_S": "1"},
+        ) as s:
             yield s
-        finally:
-            if s.process.poll() is None:
-                stop_stack(s)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from asyncpg import Connection
 
 from services.disclosure import domain, policies, projections
 from services.registry import domain as registry
@@ -38,7 +40,12 @@ async def consumer(pg_admin_url: str) -> AsyncIterator[InboxConsumer]:
 
 
 def incoming(event: Event, version: int, stream: str = "function-f1") -> IncomingEvent:
-    envelope = Envelope(
+    message = kafka.to_message("registry", envelope_of(event, version, stream))
+    return kafka.from_record(message.headers, message.key, message.value)
+
+
+def envelope_of(event: Event, version: int, stream: str) -> Envelope:
+    return Envelope(
         stream_id=stream,
         stream_type="function",
         stream_version=version,
@@ -55,8 +62,6 @@ def incoming(event: Event, version: int, stream: str = "function-f1") -> Incomin
         hash=bytes(32),
         position=version,
     )
-    message = kafka.to_message("registry", envelope)
-    return kafka.from_record(message.headers, message.key, message.value)
 
 
 PROPOSED = registry.FunctionProposed(
@@ -105,3 +110,40 @@ async def test_the_public_wire_format_carries_only_the_disclosed_data(consumer: 
     assert headers["ce_source"] == b"/chengneng/disclosure"
     assert message.key == b"function/f1"
     assert b"proposer_role" in message.value and b"source_event_id" not in message.value
+
+
+def fact(public_type: str, subject: str, data: dict[str, object]) -> tuple[Envelope, domain.FactDisclosed]:
+    event = domain.FactDisclosed(
+        public_type=public_type,
+        subject=subject,
+        data=data,
+        correction=False,
+        source_service=subject.split("/")[0],
+        source_event_type=public_type,
+        source_event_id=str(uuid.uuid4()),
+        source_stream_id=subject,
+        source_stream_version=1,
+    )
+    return envelope_of(event, 1, f"public-{subject}"), event
+
+
+async def test_a_society_assigned_while_its_own_facts_arrive_is_participating(consumer: InboxConsumer) -> None:
+    """The assignment and the society's facts come on two consumers at once: neither may hide
+    its uncommitted row from the other (the statistics page counted such a society as idle)."""
+    assigned = fact("FunctionAssigned", "function/f9", {"title": "t", "jurisdiction": "510600", "society_id": "s9"})
+    registered = fact("SocietyRegistered", "society/s9", {"name": "学会", "jurisdiction": "510600"})
+    async with consumer.pool.acquire() as first, consumer.pool.acquire() as second:
+        outer = first.transaction()
+        await outer.start()
+        await projections.project(first, *assigned)  # the assignment, not yet committed
+        concurrent = asyncio.ensure_future(_in_transaction(second, registered))
+        done, _ = await asyncio.wait({concurrent}, timeout=0.5)
+        assert not done, "the society's facts did not wait for the assignment in flight"
+        await outer.commit()
+        await concurrent
+    assert await consumer.pool.fetchval("SELECT participating FROM p_societies WHERE society_id = 's9'") is True
+
+
+async def _in_transaction(conn: Connection, item: tuple[Envelope, domain.FactDisclosed]) -> None:
+    async with conn.transaction():
+        await projections.project(conn, *item)

@@ -254,3 +254,32 @@ async def read_until(bootstrap: str, topic: str, match, timeout_s: float = 30): 
         raise AssertionError(f"no matching record on {topic}")
     finally:
         await consumer.stop()
+
+
+async def test_a_consumer_creates_the_dead_letter_topic_before_any_poison_arrives(
+    service_db: ServiceDb, scratch_dir: Path
+) -> None:
+    """On a new broker, the first poison record must not wait for ten consumers to race to
+    create the dead-letter topic: each consumer creates it when it starts."""
+    broker = start_broker(scratch_dir / "broker")
+    try:
+        assert kafka.DEADLETTER_TOPIC not in await kafka.existing_topics(broker.bootstrap)
+
+        async def handler(conn, event):  # type: ignore[no-untyped-def]
+            raise AssertionError("nothing is sent to this topic")
+
+        topic = f"chengneng.test-quiet-{uuid.uuid4().hex[:8]}"
+        consumer = InboxConsumer("quiet", [topic], service_db.pool, broker.bootstrap, handler, session_timeout_ms=6000)
+        task = asyncio.create_task(consumer.run())
+        try:
+            for _ in range(300):
+                if kafka.DEADLETTER_TOPIC in await kafka.existing_topics(broker.bootstrap):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert {topic, kafka.DEADLETTER_TOPIC} <= await kafka.existing_topics(broker.bootstrap)
+    finally:
+        broker.stop()

@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+
 from shared import merkle, store
 from shared.messages import Event
 from shared.principal import Principal, Role
@@ -76,3 +78,40 @@ async def test_a_predecessor_beyond_the_batch_is_sealed_first(service_db: Servic
         pass
     rows = await service_db.pool.fetch("SELECT log_index FROM log_entries ORDER BY log_index")
     assert [r["log_index"] for r in rows] == [0, 1, 2]
+
+
+async def test_a_sealer_refuses_to_sign_over_a_log_changed_under_its_last_checkpoint(service_db: ServiceDb) -> None:
+    sealer = sealer_for(service_db)
+    for n in range(5):
+        async with service_db.pool.acquire() as conn, conn.transaction():
+            await store.append(conn, f"s-{n}", "note", 0, [Noted(text=str(n))], meta())
+    await sealer._load_range()
+    assert await sealer.seal_pending() == 5
+    first = await sealer.checkpoint(None)
+    assert first is not None and first["tree_size"] == 5
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        await store.append(conn, "s-late", "note", 0, [Noted(text="late")], meta())
+    # A new leader loads the log: unchanged, it signs the grown tree.
+    successor = sealer_for(service_db)
+    successor.key, successor.key_id = sealer.key, sealer.key_id
+    await successor._load_range()
+    assert await successor.seal_pending() == 1
+    assert (await successor.checkpoint(None) or {}).get("tree_size") == 6
+
+    # Someone with the owner's rights rewrites a leaf under the signed checkpoints.
+    admin = await asyncpg.connect(service_db.admin_url, server_settings={"search_path": service_db.schema})
+    try:
+        await admin.execute("ALTER TABLE log_entries DISABLE TRIGGER log_entries_append_only")
+        await admin.execute("UPDATE log_entries SET leaf_hash = $1 WHERE log_index = 2", merkle.leaf_hash(b"forged"))
+        await admin.execute("ALTER TABLE log_entries ENABLE ALWAYS TRIGGER log_entries_append_only")
+    finally:
+        await admin.close()
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        await store.append(conn, "s-later", "note", 0, [Noted(text="later")], meta())
+    third = sealer_for(service_db)
+    third.key, third.key_id = sealer.key, sealer.key_id
+    await third._load_range()
+    assert not third.consistent
+    assert await third.seal_pending() == 1  # sealing goes on (nothing is lost) ...
+    assert await third.checkpoint(None) is None  # ... but nothing more is signed over the changed log
+    assert await service_db.pool.fetchval("SELECT max(tree_size) FROM checkpoints") == 6

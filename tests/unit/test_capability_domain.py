@@ -904,6 +904,7 @@ def test_unknown_threshold_goes_to_manual_checks_not_silently_ignored() -> None:
         Threshold(name="min_service_level", requirement="101"),
         Threshold(name="min_service_level", requirement="６０"),
         Threshold(name="min_full_time_staff", requirement="2.5"),
+        Threshold(name="min_full_time_staff", requirement="9" * 5000),
         Threshold(name="min_evaluation_grade", requirement="AAAA"),
         Threshold(name="decoupling_completed", requirement="institution, finance"),
         Threshold(name="decoupling_completed", requirement=""),

@@ -224,3 +224,39 @@ def test_a_non_integer_stream_version_is_malformed(value: bytes) -> None:
     out = message()
     with pytest.raises(MalformedMessage):
         from_record(_replaced(out.headers, "ce_streamversion", value), out.key, out.value)
+
+
+# --- the hand-written binding agrees with the CloudEvents SDK ------------------------------
+
+
+def test_what_we_write_the_cloudevents_sdk_reads_as_the_same_event() -> None:
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+    from cloudevents.core.formats.json import JSONFormat
+
+    env = envelope(causation_id=uuid.uuid4(), payload={"title": "软件工程师水平评价", "n": 3, "tags": ["a", "é"]})
+    out = to_message("registry", env)
+    event = from_binary(KafkaMessage(headers=dict(out.headers), key=out.key, value=out.value), JSONFormat())
+    attrs = event.get_attributes()
+    ours = from_record(out.headers, out.key, out.value)
+    assert event.get_data() == env.payload == ours.data
+    assert attrs["time"] == env.occurred_at == ours.time
+    assert str(attrs["id"]) == str(env.event_id) and attrs["type"] == "org.chengneng.registry." + env.event_type
+    for name, value in attrs.items():
+        if name != "time":
+            assert ours.attributes[name] == str(value), name
+
+
+def test_what_the_cloudevents_sdk_writes_we_read() -> None:
+    from cloudevents.core.bindings.kafka import to_binary
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    env = envelope()
+    ours = to_message("registry", env)
+    attributes = {name.removeprefix("ce_"): value.decode() for name, value in ours.headers if name.startswith("ce_")}
+    attributes["time"] = env.occurred_at
+    attributes["datacontenttype"] = "application/json"
+    sdk = to_binary(CloudEvent(attributes, env.payload), JSONFormat())
+    key = sdk.key.encode() if isinstance(sdk.key, str) else sdk.key
+    parsed = from_record(list(sdk.headers.items()), key, sdk.value)
+    assert parsed == from_record(ours.headers, ours.key, ours.value)

@@ -631,6 +631,17 @@ def test_once_listed_only_the_owning_department_withdraws() -> None:
     assert state.status is Status.WITHDRAWN
 
 
+def test_who_may_withdraw_is_decided_before_the_state_is_examined() -> None:
+    """A principal without the right is refused as such, never told the function's state."""
+    returned = run(cmd(ReturnFunction, PROPOSER, reason="r"), state=assigned())
+    delisted = run(cmd(DelistFunction, OWNING_DEPT, reason="r"), state=listed())
+    for state in (returned, delisted):
+        for by, code in [(PROPOSER, "role_not_permitted"), (ASSOCIATION, "role_not_permitted")]:
+            assert refused(state, cmd(WithdrawFunction, by, reason="x")).code == code
+        assert refused(state, cmd(WithdrawFunction, OTHER_DEPT, reason="x")).code == "not_owning_department"
+        assert refused(state, cmd(WithdrawFunction, OWNING_DEPT, reason="x")).code == "invalid_transition"
+
+
 def test_withdrawal_is_final_and_idempotent() -> None:
     state = run(propose(), cmd(WithdrawFunction, PROPOSER, reason="x"))
     assert decide_function(state, cmd(WithdrawFunction, PROPOSER, reason="x")) == []

@@ -451,6 +451,19 @@ def test_an_amendment_needs_all_three_signatures_again() -> None:
 # --- progress ------------------------------------------------------------------------------
 
 
+def test_policy_support_departments_give_feedback_on_any_project_in_their_subtree() -> None:
+    """中央编办、发改委、民政部、财政部 are consulted: feedback is their one command (DOMAIN.md)."""
+    state = implementing()
+    provincial = who(Role.POLICY_SUPPORT, "sichuan-drc", SICHUAN)
+    state = run(cmd(GiveGovernmentFeedback, provincial, opinions=["align with the provincial plan"]), state=state)
+    assert state.feedback[-1].opinions == ["align with the provincial plan"]
+    outside = who(Role.POLICY_SUPPORT, "mianyang-drc", MIANYANG)
+    assert refused(state, cmd(GiveGovernmentFeedback, outside, opinions=["x"])).code == "outside_jurisdiction"
+    for by in (ASSOCIATION, SOCIETY, FINANCE):
+        assert refused(state, cmd(GiveGovernmentFeedback, by, opinions=["x"])).code == "role_not_permitted"
+    assert refused(state, cmd(DraftPlan, provincial, content="x")).code == "role_not_permitted"
+
+
 def test_society_cannot_report_on_another_societys_project() -> None:
     state = implementing()
     commands = [

@@ -1,0 +1,182 @@
+"""The inbox consumer on a real PostgreSQL: a database outage is never the event's failure,
+the contract with the producer is checked (and old versions upcast) before the handler, and
+each stream is applied in order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord
+
+from shared import kafka
+from shared.consumer import InboxConsumer, contract_violation
+from shared.envelope import Envelope
+from shared.kafka import IncomingEvent
+from shared.messages import Event, EventRegistry
+from shared.principal import Principal, Role
+from tests.conftest import ServiceDb
+
+ACTOR = Principal(subject="clerk", organisation="dept-sci", role=Role.DEPARTMENT, jurisdiction="510600")
+
+
+class Noted(Event):
+    event_type: ClassVar[str] = "Noted"
+    schema_version: ClassVar[int] = 2
+    text: str
+    language: str
+
+
+NOTES = EventRegistry(Noted)
+
+
+@NOTES.upcaster("Noted", 1)
+def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "language": "zh"}
+
+
+def record(  # type: ignore[type-arg]
+    payload: dict[str, Any], *, version: int = 2, event_type: str = "Noted", stream_version: int = 1
+) -> ConsumerRecord:
+    envelope = Envelope(
+        stream_id="note-1",
+        stream_type="note",
+        stream_version=stream_version,
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        schema_version=version,
+        occurred_at=datetime.now(UTC),
+        actor=ACTOR,
+        jurisdiction="510600",
+        correlation_id=uuid.uuid4(),
+        causation_id=None,
+        payload=payload,
+        prev_hash=bytes(32),
+        hash=bytes(32),
+        position=1,
+    )
+    message = kafka.to_message("notes", envelope)
+    return ConsumerRecord(
+        "chengneng.notes.events", 0, 7, 0, 0, message.key, message.value, None, 0, 0, tuple(message.headers)
+    )
+
+
+class Recorder:
+    """A consumer whose dead letters are noted instead of sent."""
+
+    def __init__(self, service_db: ServiceDb, handler: Any) -> None:
+        self.consumer = InboxConsumer(
+            f"c-{uuid.uuid4().hex[:6]}",
+            ["chengneng.notes.events"],
+            service_db.pool,
+            "unused:9092",
+            handler,
+            sources={"notes": NOTES},
+        )
+        self.dead: list[str] = []
+
+        async def deadletter(record: Any, producer: Any, reason: str, event: Any = None) -> None:
+            self.dead.append(reason)
+
+        self.consumer._deadletter = deadletter  # type: ignore[method-assign]
+
+    async def handle(self, r: ConsumerRecord) -> None:  # type: ignore[type-arg]
+        await self.consumer._handle(r, producer=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_database_outage_is_waited_out_and_never_dead_letters_a_good_event(
+    service_db: ServiceDb, outage: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    calls: list[IncomingEvent] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        calls.append(event)
+        if len(calls) <= 8:  # more failures than a failing handler is allowed
+            raise outage
+
+    recorder = Recorder(service_db, handler)
+    r = record({"text": "once", "language": "en"})
+    await recorder.handle(r)
+    assert recorder.dead == []
+    assert len(calls) == 9
+    outcome = await service_db.pool.fetchval("SELECT outcome FROM inbox WHERE event_id = $1", calls[0].event_id)
+    assert outcome == "applied"
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_reason(
+    service_db: ServiceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        raise ValueError("no such function")
+
+    recorder = Recorder(service_db, handler)
+    await recorder.handle(record({"text": "x", "language": "en"}))
+    assert len(recorder.dead) == 1 and "no such function" in recorder.dead[0]
+
+
+async def test_an_older_version_reaches_the_handler_upcast(service_db: ServiceDb) -> None:
+    seen: list[IncomingEvent] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event)
+
+    recorder = Recorder(service_db, handler)
+    await recorder.handle(record({"text": "旧"}, version=1))
+    assert recorder.dead == []
+    assert seen[0].data == {"text": "旧", "language": "zh"} and seen[0].schema_version == 2
+
+
+def test_the_contract_names_what_is_wrong() -> None:
+    def check(r: ConsumerRecord) -> str | None:  # type: ignore[type-arg]
+        return contract_violation({"notes": NOTES}, kafka.from_record(r.headers, r.key, r.value))[0]
+
+    assert check(record({"text": "a", "language": "en"})) is None
+    assert "unknown event type" in (check(record({}, event_type="Erased")) or "")
+    assert "unknown schema version 3" in (check(record({"text": "a", "language": "en"}, version=3)) or "")
+    assert "does not match its schema" in (check(record({"text": "a"})) or "")
+    assert "does not match its schema" in (check(record({"text": "a", "language": "en", "extra": 1})) or "")
+    assert "unknown source" in (contract_violation({"other": NOTES}, _incoming())[0] or "")
+
+
+def _incoming() -> IncomingEvent:
+    r = record({"text": "a", "language": "en"})
+    return kafka.from_record(r.headers, r.key, r.value)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+async def test_each_stream_is_applied_in_order_an_early_event_waits_for_its_copy(service_db: ServiceDb) -> None:
+    """After a broker lost its state, a record can reach the new topic before the republished
+    history: it is not applied (nor recorded) ahead of its stream, and its copy is applied in order."""
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second = (record({"text": t, "language": "zh"}, stream_version=v) for t, v in (("一", 1), ("二", 2)))
+    await recorder.handle(second)  # early: its predecessor has not been seen
+    assert seen == [] and await service_db.pool.fetchval("SELECT count(*) FROM inbox") == 0
+    for r in (first, second, first, second):  # the republished history, then duplicates
+        await recorder.handle(r)
+    assert seen == ["一", "二"] and recorder.dead == []
+    rows = await service_db.pool.fetch("SELECT subject, stream_version, outcome FROM inbox ORDER BY stream_version")
+    assert [tuple(r) for r in rows] == [("note-1", 1, "applied"), ("note-1", 2, "applied")]

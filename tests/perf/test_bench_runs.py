@@ -1,0 +1,88 @@
+"""`chengneng bench --quick` runs every workload on the real parts and writes its figures.
+
+This checks that the benchmark works and measures what it says (events counted, audit
+clean, nothing lost end to end); it asserts no speed: speed is for the full bench's table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.stack
+
+
+def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: Path) -> None:
+    out = scratch_dir / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "bench",
+            "--quick",
+            "--home",
+            str(scratch_dir / "home"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(out.read_text())
+    figures = {(f["workload"], f["system"]): f for f in document["figures"]}
+    workloads = {w for w, _ in figures}
+    for prefix in (
+        "single-event appends",
+        "batched appends",
+        "replay from the store",
+        "replay from the topic",
+        "audit verify",
+        "state as of a moment",
+        "registry commands over HTTP",
+        "end to end",
+    ):
+        assert any(w.startswith(prefix) for w in workloads), (prefix, sorted(workloads))
+    for figure in document["figures"]:
+        assert figure["events"] > 0 and figure["per_s"] > 0, figure
+    # Both sides ran the same workloads and the ratio is reported for each.
+    assert {r["workload"] for r in document["side_by_side"]} >= {w for w, s in figures if s == "eventsourcing"}
+    # Every event written was read back by the replays (singles + batches), and audit verify is clean.
+    replays = [f for f in document["figures"] if f["workload"].startswith("replay from the store")]
+    assert all(f["events"] >= int(f["workload"].split(", ")[1].split(" ")[0].replace(",", "")) for f in replays)
+    [audit] = [f for f in document["figures"] if f["workload"] == "audit verify"]
+    assert audit["extra"]["ok"] is True
+    [e2e] = [f for f in document["figures"] if f["workload"].startswith("end to end")]
+    assert e2e["extra"]["failed"] == 0 and e2e["extra"]["not_received"] == 0, e2e
+    [http] = [f for f in document["figures"] if f["workload"].startswith("registry commands")]
+    assert http["extra"]["errors"] == {}, http
+    assert "side by side" in done.stdout and "targets (issue #9)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("10000 100000", (10_000, 100_000)), ("10_000,1_000_000", (10_000, 1_000_000)), ("500", (500,))],
+)
+def test_sizes_are_read_as_a_user_writes_them(given: str, expected: tuple[int, ...]) -> None:
+    from shared.cli import _sizes
+
+    assert _sizes(given) == expected
+
+
+@pytest.mark.parametrize("given", ["", "ten", "0", "10000,100000000000", "1e6"])
+def test_bad_sizes_stop_the_bench_before_it_starts(given: str, scratch_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shared.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--sizes", given, "--home", str(scratch_dir / "home")])
+    assert result.exit_code == 2, result.output
+    assert "--sizes" in result.output
+    assert not (scratch_dir / "home").exists()  # nothing was started
