@@ -426,14 +426,14 @@ async def figures(pool: Any, jurisdiction: str) -> dict[str, Any]:
         jurisdiction,
     )
     satisfaction = await pool.fetch(
-        f"""SELECT s.key AS grp, sum((s.value->>'respondents')::int) AS respondents,
-                   sum((s.value->>'satisfied')::int) AS satisfied
+        f"""SELECT s.key AS grp, sum((s.value->>'respondents')::numeric) AS respondents,
+                   sum((s.value->>'satisfied')::numeric) AS satisfied
             FROM p_cases, jsonb_each(data->'satisfaction') s WHERE {in_scope("jurisdiction")} GROUP BY s.key""",
         jurisdiction,
     )
     funding = await pool.fetchrow(
-        f"""SELECT coalesce(sum((data->'funding'->>'allocated_fen')::bigint), 0) AS allocated_fen,
-                   coalesce(sum((data->'funding'->>'disbursed_fen')::bigint), 0) AS disbursed_fen
+        f"""SELECT coalesce(sum((data->'funding'->>'allocated_fen')::numeric), 0) AS allocated_fen,
+                   coalesce(sum((data->'funding'->>'disbursed_fen')::numeric), 0) AS disbursed_fen
             FROM p_cases WHERE {in_scope("jurisdiction")}""",
         jurisdiction,
     )
@@ -450,13 +450,11 @@ async def figures(pool: Any, jurisdiction: str) -> dict[str, Any]:
         },
         "satisfaction": {
             r["grp"]: {
-                "respondents": r["respondents"],
-                "satisfied": r["satisfied"],
-                "rate_percent": str(round(Decimal(100 * r["satisfied"]) / r["respondents"], 2))
-                if r["respondents"]
-                else None,
+                "respondents": int(r["respondents"]),
+                "satisfied": int(r["satisfied"]),
+                "rate_percent": str(round(100 * r["satisfied"] / r["respondents"], 2)) if r["respondents"] else None,
             }
             for r in satisfaction
         },
-        "funding": dict(funding),
+        "funding": {name: int(amount) for name, amount in funding.items()},
     }

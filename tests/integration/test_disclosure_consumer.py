@@ -147,3 +147,20 @@ async def test_a_society_assigned_while_its_own_facts_arrive_is_participating(co
 async def _in_transaction(conn: Connection, item: tuple[Envelope, domain.FactDisclosed]) -> None:
     async with conn.transaction():
         await projections.project(conn, *item)
+
+
+async def test_statistics_count_figures_beyond_a_32_bit_integer(consumer: InboxConsumer) -> None:
+    """Survey sizes and amounts are JSON integers up to 2^53 - 1; summing them must not overflow."""
+    big = 2**53 - 1
+    for item in (
+        fact("CaseOpened", "case/p9", {"project_id": "p9", "jurisdiction": "510600", "title": "试点"}),
+        fact("SatisfactionSurveyed", "case/p9", {"respondent_group": "public", "respondents": big, "satisfied": big}),
+        fact("FundingAllocated", "case/p9", {"project_id": "p9", "amount_fen": big}),
+        fact("FundingAllocated", "case/p9", {"project_id": "p9", "amount_fen": big}),
+    ):
+        async with consumer.pool.acquire() as conn:
+            await _in_transaction(conn, item)
+    figures = await projections.figures(consumer.pool, "510600")
+    assert figures["satisfaction"] == {"public": {"respondents": big, "satisfied": big, "rate_percent": "100.00"}}
+    assert figures["funding"] == {"allocated_fen": 2 * big, "disbursed_fen": 0}
+    assert figures["cases"]["total"] == 1
