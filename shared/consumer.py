@@ -16,8 +16,11 @@ event's failure: the consumer waits for the database and never dead-letters for 
 Each stream is applied in order. After a broker lost its state the relay publishes the
 whole history again, but a record it sent in the moment before it noticed is on the new
 topic first, ahead of its stream: an event whose predecessor (same source and subject,
-version minus one) this consumer has not seen is ``OutOfOrder``, not recorded in the
-inbox, and its copy in the republished history is applied in order. A consumer that finds
+version minus one) this consumer has not seen is ``OutOfOrder``: it is held back in the
+inbox with its record (outcome ``held_back``) and applied as soon as its predecessor is,
+whether that comes with the republished history or not; a copy delivered again meanwhile
+is applied in its place. Held-back events are never silently lost: they stay in the inbox,
+counted and logged, until their stream catches up. A consumer that finds
 the offsets it committed gone (the broker restarted empty) reads again from the beginning,
 so it neither skips the republished history nor applies it out of order.
 """
@@ -25,10 +28,12 @@ so it neither skips the republished history nor applies it out of order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 import structlog
@@ -58,7 +63,12 @@ BROKER_RESETS = Counter(
 )
 OUT_OF_ORDER = Counter(
     "chengneng_consumer_out_of_order_total",
-    "Events ahead of their stream, left for their republished copy",
+    "Events ahead of their stream, held back in the inbox until their predecessor is applied",
+    ["consumer"],
+)
+RELEASED = Counter(
+    "chengneng_consumer_released_total",
+    "Held-back events applied right after their predecessor",
     ["consumer"],
 )
 
@@ -111,7 +121,52 @@ class BrokerLostState(Exception):
 
 
 class OutOfOrder(Exception):
-    """The event follows events this consumer has not applied yet: apply it when it comes again."""
+    """The event follows events this consumer has not applied yet: hold it back until they are."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldRecord:
+    """A consumed record kept in the inbox while its event waits for its predecessor.
+
+    It has the attributes of aiokafka's ``ConsumerRecord`` that the consumer reads, so a
+    released record goes the same way as a fetched one (even to the dead letters).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, record: Any) -> HeldRecord:
+        return cls(record.topic, record.partition, record.offset, record.key, record.value, tuple(record.headers or ()))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": _b64(self.key) if self.key is not None else None,
+            "value": _b64(self.value),
+            "headers": [[name, _b64(raw)] for name, raw in self.headers],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HeldRecord:
+        return cls(
+            data["topic"],
+            data["partition"],
+            data["offset"],
+            base64.b64decode(data["key"]) if data["key"] is not None else None,
+            base64.b64decode(data["value"]),
+            tuple((name, base64.b64decode(raw)) for name, raw in data["headers"]),
+        )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 class InboxConsumer:
@@ -142,6 +197,9 @@ class InboxConsumer:
         """Apply each stream in order: an event whose predecessor was not seen waits for its copy."""
         self.session_timeout_ms = session_timeout_ms
         self.topic_options = {"partitions": partitions, "replication": replication}
+        self._holding = True
+        """Whether the inbox may hold events back for this consumer (checked once per batch, so
+        that a consumer holding none does not look for a successor after every event)."""
 
     async def run(self) -> None:
         """Consume until cancelled; rebuild the client after any broker failure."""
@@ -178,6 +236,7 @@ class InboxConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
                     await self._check_offsets_kept(consumer, committed, list(batches))
+                    self._holding = await self._holds_any()
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record, producer)
@@ -221,33 +280,61 @@ class InboxConsumer:
         except Exception:
             return False
 
-    async def _handle(self, record: ConsumerRecord, producer: AIOKafkaProducer) -> None:  # type: ignore[type-arg]
+    async def _handle(self, record: ConsumerRecord | HeldRecord, producer: AIOKafkaProducer) -> None:  # type: ignore[type-arg]
+        """Apply one record; then any successor of its event that was held back, in stream order."""
+        event = await self._accepted(record, producer)
+        while event is not None:
+            if not await self._apply_or_deadletter(record, producer, event):
+                return  # held back: its predecessor has not been seen
+            released = await self._held_successor(event) if self._holding and event.subject else None
+            if released is None:
+                return
+            record = released
+            event = await self._accepted(record, producer)
+            if event is not None:
+                RELEASED.labels(self.name).inc()
+                log.info(
+                    "held-back event released after its predecessor",
+                    consumer=self.name,
+                    event_id=str(event.event_id),
+                    subject=event.subject,
+                    stream_version=event.stream_version,
+                )
+
+    async def _accepted(
+        self,
+        record: ConsumerRecord | HeldRecord,  # type: ignore[type-arg]
+        producer: AIOKafkaProducer,
+    ) -> IncomingEvent | None:
+        """The record's event, upcast, if it is well formed and keeps the contract; else dead-letter it."""
         try:
             event = kafka.from_record(record.headers, record.key, record.value)
         except MalformedMessage as exc:
             await self._deadletter(record, producer, str(exc))
-            return
+            return None
         if self.sources is not None:
             violation, event = contract_violation(self.sources, event)
             if violation is not None:
                 await self._deadletter(record, producer, violation, event)
-                return
+                return None
+        return event
+
+    async def _apply_or_deadletter(
+        self,
+        record: ConsumerRecord | HeldRecord,  # type: ignore[type-arg]
+        producer: AIOKafkaProducer,
+        event: IncomingEvent,
+    ) -> bool:
+        """Apply (or find applied, or dead-letter) the event: True; held back for its predecessor: False."""
         failures = 0
         waiting_since: float | None = None
         while True:
             try:
                 await self.apply(event)
-                return
+                return True
             except OutOfOrder as exc:
-                OUT_OF_ORDER.labels(self.name).inc()
-                log.warning(
-                    "event ahead of its stream; waiting for its republished copy",
-                    consumer=self.name,
-                    event_id=str(event.event_id),
-                    subject=event.subject,
-                    reason=str(exc),
-                )
-                return
+                await self._hold_back(record, event, str(exc))
+                return False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -268,9 +355,57 @@ class InboxConsumer:
                 failures += 1
                 if failures >= HANDLER_ATTEMPTS:
                     await self._deadletter(record, producer, f"handler failed {failures} times: {exc!r}", event)
-                    return
+                    return True
                 log.warning("handler failed; retrying", consumer=self.name, attempt=failures, error=repr(exc))
                 await asyncio.sleep(0.2 * failures)
+
+    async def _hold_back(
+        self,
+        record: ConsumerRecord | HeldRecord,  # type: ignore[type-arg]
+        event: IncomingEvent,
+        reason: str,
+    ) -> None:
+        """Keep the event, with its record, in the inbox until its predecessor is applied."""
+        await self.pool.execute(
+            """INSERT INTO inbox (consumer, event_id, source, event_type, outcome, subject, stream_version,
+                                  held_record)
+               VALUES ($1, $2, $3, $4, 'held_back', $5, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING""",
+            self.name,
+            event.event_id,
+            event.source,
+            event.event_type,
+            event.subject,
+            event.stream_version,
+            HeldRecord.of(record).as_json(),
+        )
+        self._holding = True
+        OUT_OF_ORDER.labels(self.name).inc()
+        log.warning(
+            "event ahead of its stream; held back until its predecessor is applied",
+            consumer=self.name,
+            event_id=str(event.event_id),
+            subject=event.subject,
+            reason=reason,
+        )
+
+    async def _holds_any(self) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND outcome = 'held_back')", self.name
+            )
+        )
+
+    async def _held_successor(self, event: IncomingEvent) -> HeldRecord | None:
+        """The record of the next event of ``event``'s stream, if it came early and was held back."""
+        held = await self.pool.fetchval(
+            """SELECT held_record FROM inbox WHERE consumer = $1 AND source = $2 AND subject = $3
+                   AND stream_version = $4 AND outcome = 'held_back'""",
+            self.name,
+            event.source,
+            event.subject,
+            event.stream_version + 1,
+        )
+        return HeldRecord.from_json(held) if held is not None else None
 
     async def apply(self, event: IncomingEvent) -> bool:
         """Apply one event through the inbox; False when it had been applied already."""
@@ -311,7 +446,7 @@ class InboxConsumer:
                         """INSERT INTO inbox (consumer, event_id, source, event_type, subject, stream_version)
                            VALUES ($1, $2, $3, $4, $5, $6)
                            ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now(),
-                               subject = $5, stream_version = $6
+                               subject = $5, stream_version = $6, held_record = NULL
                                WHERE inbox.outcome <> 'applied'
                            RETURNING 1""",
                         self.name,
@@ -334,7 +469,8 @@ class InboxConsumer:
         dead-lettered). A broker that lost its state gets the whole history again from the relay,
         but records sent in the moment before the relay noticed are on the new topic first."""
         prior = await conn.fetchval(
-            """SELECT 1 FROM inbox WHERE consumer = $1 AND source = $2 AND subject = $3 AND stream_version = $4""",
+            """SELECT 1 FROM inbox WHERE consumer = $1 AND source = $2 AND subject = $3 AND stream_version = $4
+                   AND outcome <> 'held_back'""",
             self.name,
             event.source,
             event.subject,
@@ -349,21 +485,19 @@ class InboxConsumer:
 
     async def _deadletter(
         self,
-        record: ConsumerRecord,  # type: ignore[type-arg]
+        record: ConsumerRecord | HeldRecord,  # type: ignore[type-arg]
         producer: AIOKafkaProducer,
         reason: str,
         event: IncomingEvent | None = None,
     ) -> None:
-        headers = kafka.deadletter_headers(
-            record.headers, reason, self.name, record.topic, record.partition, record.offset
-        )
-        await kafka.ensure_topics(self.bootstrap, [kafka.DEADLETTER_TOPIC], **self.topic_options)
-        await producer.send_and_wait(kafka.DEADLETTER_TOPIC, value=record.value, key=record.key, headers=headers)
+        await self._send_deadletter(record, producer, reason)
         if event is not None:
             async with self.pool.acquire() as conn:
                 await conn.execute(
                     """INSERT INTO inbox (consumer, event_id, source, event_type, outcome, subject, stream_version)
-                       VALUES ($1, $2, $3, $4, 'deadlettered', $5, $6) ON CONFLICT DO NOTHING""",
+                       VALUES ($1, $2, $3, $4, 'deadlettered', $5, $6)
+                       ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'deadlettered', held_record = NULL
+                           WHERE inbox.outcome = 'held_back'""",
                     self.name,
                     event.event_id,
                     event.source,
@@ -374,5 +508,17 @@ class InboxConsumer:
         DEADLETTERED.labels(self.name).inc()
         log.error("record dead-lettered", consumer=self.name, reason=reason, topic=record.topic, offset=record.offset)
 
+    async def _send_deadletter(
+        self,
+        record: ConsumerRecord | HeldRecord,  # type: ignore[type-arg]
+        producer: AIOKafkaProducer,
+        reason: str,
+    ) -> None:
+        headers = kafka.deadletter_headers(
+            record.headers, reason, self.name, record.topic, record.partition, record.offset
+        )
+        await kafka.ensure_topics(self.bootstrap, [kafka.DEADLETTER_TOPIC], **self.topic_options)
+        await producer.send_and_wait(kafka.DEADLETTER_TOPIC, value=record.value, key=record.key, headers=headers)
 
-__all__ = ["Handler", "InboxConsumer", "OutOfOrder", "Sources", "TopicPartition", "contract_violation"]
+
+__all__ = ["Handler", "HeldRecord", "InboxConsumer", "OutOfOrder", "Sources", "TopicPartition", "contract_violation"]

@@ -178,6 +178,18 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX inbox_unknown_stream_idx ON {schema}.inbox (consumer) WHERE subject IS NULL;
         """,
     ),
+    Migration(
+        5,
+        "inbox: events that came before their predecessor are held back, with their record, until it is applied",
+        """
+        -- outcome 'held_back': not applied yet; held_record keeps the Kafka record (topic,
+        -- partition, offset, key, value, headers) so the consumer applies it right after its
+        -- predecessor, whether or not the record is delivered again.
+        ALTER TABLE {schema}.inbox ADD COLUMN held_record jsonb,
+            ADD CONSTRAINT inbox_held_record_check CHECK ((outcome = 'held_back') = (held_record IS NOT NULL));
+        CREATE INDEX inbox_held_back_idx ON {schema}.inbox (consumer) WHERE outcome = 'held_back';
+        """,
+    ),
 )
 
 

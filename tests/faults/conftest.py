@@ -162,13 +162,14 @@ class FaultStack:
         wait_until(quiet, timeout=timeout, interval=1.0, message="every relay and consumer to settle")
 
     def consumers_caught_up(self) -> bool:
-        """Every consumer has an inbox row (applied or dead-lettered) for every stored event of
+        """Every consumer has applied or dead-lettered (not held back) every stored event of
         its sources. Stillness alone is not enough: a restarted consumer waits out the dead
         member's session before the group gives it partitions, and nothing moves meanwhile."""
         for service, consumer, source in CONSUMERS:
             missing = self.value(
                 f"""SELECT count(*) FROM {source}.events e WHERE NOT EXISTS
-                    (SELECT 1 FROM {service}.inbox i WHERE i.consumer = $1 AND i.event_id = e.event_id)""",
+                    (SELECT 1 FROM {service}.inbox i WHERE i.consumer = $1 AND i.event_id = e.event_id
+                            AND i.outcome <> 'held_back')""",
                 consumer,
             )
             if missing:

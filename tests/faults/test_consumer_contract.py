@@ -4,6 +4,7 @@ each stream is applied in order."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from shared import kafka
-from shared.consumer import InboxConsumer, contract_violation
+from shared.consumer import HeldRecord, InboxConsumer, contract_violation
 from shared.envelope import Envelope
 from shared.kafka import IncomingEvent
 from shared.messages import Event, EventRegistry
@@ -65,7 +66,7 @@ def record(  # type: ignore[type-arg]
 
 
 class Recorder:
-    """A consumer whose dead letters are noted instead of sent."""
+    """A consumer whose dead letters are noted instead of sent (the inbox records them as usual)."""
 
     def __init__(self, service_db: ServiceDb, handler: Any) -> None:
         self.consumer = InboxConsumer(
@@ -78,10 +79,10 @@ class Recorder:
         )
         self.dead: list[str] = []
 
-        async def deadletter(record: Any, producer: Any, reason: str, event: Any = None) -> None:
+        async def send(record: Any, producer: Any, reason: str) -> None:
             self.dead.append(reason)
 
-        self.consumer._deadletter = deadletter  # type: ignore[method-assign]
+        self.consumer._send_deadletter = send  # type: ignore[method-assign]
 
     async def handle(self, r: ConsumerRecord) -> None:  # type: ignore[type-arg]
         await self.consumer._handle(r, producer=None)  # type: ignore[arg-type]
@@ -163,20 +164,87 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-async def test_each_stream_is_applied_in_order_an_early_event_waits_for_its_copy(service_db: ServiceDb) -> None:
+def stream(*texts: str) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+    """One record per text, versions 1, 2, ... of the same stream."""
+    return [record({"text": t, "language": "zh"}, stream_version=v) for v, t in enumerate(texts, start=1)]
+
+
+async def inbox_rows(service_db: ServiceDb) -> list[tuple[Any, ...]]:
+    rows = await service_db.pool.fetch(
+        "SELECT stream_version, outcome, held_record IS NOT NULL FROM inbox ORDER BY stream_version"
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_an_early_event_is_held_back_and_applied_right_after_its_predecessor(service_db: ServiceDb) -> None:
     """After a broker lost its state, a record can reach the new topic before the republished
-    history: it is not applied (nor recorded) ahead of its stream, and its copy is applied in order."""
+    history: it is held back (in the inbox, with its record), not applied ahead of its stream,
+    and applied as soon as its predecessor is, whether or not its copy comes again."""
     seen: list[str] = []
 
     async def handler(conn: Any, event: IncomingEvent) -> None:
         seen.append(event.data["text"])
 
     recorder = Recorder(service_db, handler)
-    first, second = (record({"text": t, "language": "zh"}, stream_version=v) for t, v in (("一", 1), ("二", 2)))
-    await recorder.handle(second)  # early: its predecessor has not been seen
-    assert seen == [] and await service_db.pool.fetchval("SELECT count(*) FROM inbox") == 0
-    for r in (first, second, first, second):  # the republished history, then duplicates
+    first, second, third = stream("一", "二", "三")
+    await recorder.handle(third)  # early: versions 1 and 2 have not been seen
+    await recorder.handle(second)
+    assert seen == []
+    assert await inbox_rows(service_db) == [(2, "held_back", True), (3, "held_back", True)]
+    await recorder.handle(first)  # the predecessor releases the whole chain, in order
+    assert seen == ["一", "二", "三"] and recorder.dead == []
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
+    for r in (first, second, third):  # the republished history changes nothing
+        await recorder.handle(r)
+    assert seen == ["一", "二", "三"]
+
+
+async def test_a_held_back_event_delivered_again_after_its_predecessor_is_applied_once(
+    service_db: ServiceDb,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second = stream("一", "二")
+    await recorder.handle(second)
+    for r in (first, second, first, second):
         await recorder.handle(r)
     assert seen == ["一", "二"] and recorder.dead == []
-    rows = await service_db.pool.fetch("SELECT subject, stream_version, outcome FROM inbox ORDER BY stream_version")
-    assert [tuple(r) for r in rows] == [("note-1", 1, "applied"), ("note-1", 2, "applied")]
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False)]
+
+
+async def test_a_held_back_event_whose_handler_fails_is_dead_lettered_when_released(
+    service_db: ServiceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released events go the way fetched ones do: a handler that keeps failing dead-letters it."""
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        if event.data["text"] == "坏":
+            raise RuntimeError("cannot apply")
+
+    recorder = Recorder(service_db, handler)
+    first, second = stream("好", "坏")
+    await recorder.handle(second)
+    await recorder.handle(first)
+    assert len(recorder.dead) == 1 and "cannot apply" in recorder.dead[0]
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "deadlettered", False)]
+
+
+async def test_held_record_keeps_every_part_of_the_kafka_record() -> None:
+    original = stream("一")[0]
+    held = HeldRecord.from_json(json.loads(json.dumps(HeldRecord.of(original).as_json())))
+    assert (held.topic, held.partition, held.offset, held.key, held.value) == (
+        original.topic,
+        original.partition,
+        original.offset,
+        original.key,
+        original.value,
+    )
+    assert held.headers == tuple(original.headers)
+    assert kafka.from_record(held.headers, held.key, held.value) == kafka.from_record(
+        original.headers, original.key, original.value
+    )
