@@ -278,42 +278,6 @@ def load_checkpoint_file(path: Path) -> list[dict[str, Any]]:
 # --- Merkle: roots and consistency proofs from one pass over the leaves --------------------
 
 
-def _split(n: int) -> int:
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-def consistency_ranges(first: int, second: int) -> list[tuple[int, int]]:
-    """The leaf ranges whose subtree hashes form PROOF(first, D[second]), in proof order."""
-    if first <= 0 or first >= second:
-        return []
-    ranges: list[tuple[int, int]] = []
-    lo, hi, whole = 0, second, True
-    while first != hi:
-        mid = lo + _split(hi - lo)
-        if first <= mid:
-            ranges.append((mid, hi))
-            hi = mid
-        else:
-            ranges.append((lo, mid))
-            lo, whole = mid, False
-    if not whole:
-        ranges.append((lo, hi))
-    ranges.reverse()
-    return ranges
-
-
-def _pieces(lo: int, hi: int) -> Iterator[tuple[int, int]]:
-    """Perfect subtrees (level, index) from which MTH(D[lo:hi]) is built."""
-    size = hi - lo
-    if size & (size - 1) == 0 and lo % size == 0:
-        level = size.bit_length() - 1
-        yield level, lo >> level
-        return
-    k = _split(size)
-    yield from _pieces(lo, lo + k)
-    yield from _pieces(lo + k, hi)
-
-
 class LeafStream:
     """Takes leaf hashes once, in order, and keeps O(log n) of them plus what it was asked for:
     the root at each chosen size (via a compact range) and the subtree hashes of the
@@ -326,8 +290,8 @@ class LeafStream:
         self._border: list[bytes] = []
         self._wanted: set[tuple[int, int]] = set()
         for first, second in pairs:
-            for lo, hi in consistency_ranges(first, second):
-                self._wanted.update(_pieces(lo, hi))
+            for lo, hi in merkle.consistency_ranges(first, second):
+                self._wanted.update(merkle.perfect_pieces(lo, hi))
         self._nodes: dict[tuple[int, int], bytes] = {}
 
     def append(self, leaf: bytes) -> None:
@@ -352,14 +316,14 @@ class LeafStream:
         if size & (size - 1) == 0 and lo % size == 0:
             level = size.bit_length() - 1
             return self._nodes[(level, lo >> level)]
-        k = _split(size)
+        k = 1 << ((size - 1).bit_length() - 1)  # RFC 6962's split: the largest power of two below size
         return merkle.node_hash(self._range_hash(lo, lo + k), self._range_hash(lo + k, hi))
 
     def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
         """PROOF(first, D[second]) as RFC 9162 defines it, or None if fewer leaves were seen."""
         if second > self.size:
             return None
-        return [self._range_hash(lo, hi) for lo, hi in consistency_ranges(first, second)]
+        return [self._range_hash(lo, hi) for lo, hi in merkle.consistency_ranges(first, second)]
 
 
 # --- one service's checks, shared by the database and the bundle verifier -------------------

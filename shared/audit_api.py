@@ -72,11 +72,26 @@ async def public_key(request: Request) -> PlainTextResponse:
     return PlainTextResponse(pem.decode(), headers={"X-Key-Id": sealer.key_id})
 
 
-async def _leaves(pool: asyncpg.Pool, size: int) -> list[bytes]:
-    rows = await pool.fetch("SELECT leaf_hash FROM log_entries WHERE log_index < $1 ORDER BY log_index", size)
-    if len(rows) != size:
-        raise InvalidInput("tree_size_too_large", f"the log holds {len(rows)} entries, fewer than {size}")
-    return [bytes(r["leaf_hash"]) for r in rows]
+def _tree(request: Request) -> merkle.TiledTree:
+    """The service's log as a tiled tree, kept for the life of the process (the log only grows)."""
+    tree: merkle.TiledTree | None = getattr(request.app.state, "log_tree", None)
+    if tree is None:
+        pool = _pool(request)
+
+        async def read_leaves(lo: int, hi: int) -> list[bytes]:
+            rows = await pool.fetch(
+                "SELECT leaf_hash FROM log_entries WHERE log_index >= $1 AND log_index < $2 ORDER BY log_index", lo, hi
+            )
+            return [bytes(r[0]) for r in rows]
+
+        tree = request.app.state.log_tree = merkle.TiledTree(read_leaves)
+    return tree
+
+
+async def _check_size(request: Request, size: int) -> None:
+    held = await _pool(request).fetchval("SELECT coalesce(max(log_index) + 1, 0) FROM log_entries")
+    if size > held:
+        raise InvalidInput("tree_size_too_large", f"the log holds {held} entries, fewer than {size}")
 
 
 @router.get("/entries/{position}", summary="The log index and leaf hash of a stored event")
@@ -91,13 +106,14 @@ async def entry(request: Request, position: Annotated[int, Path(ge=1, le=PG_BIGI
 async def inclusion(request: Request, log_index: Index, tree_size: Size) -> dict[str, Any]:
     if log_index >= tree_size:
         raise InvalidInput("index_out_of_range", "log_index must be below tree_size")
-    leaves = await _leaves(_pool(request), tree_size)
-    proof = merkle.inclusion_proof(leaves, log_index, tree_size)
+    await _check_size(request, tree_size)
+    ranges = merkle.inclusion_ranges(log_index, tree_size)
+    leaf, root, *proof = await _tree(request).hashes([(log_index, log_index + 1), (0, tree_size), *ranges])
     return {
         "log_index": log_index,
         "tree_size": tree_size,
-        "leaf_hash": leaves[log_index].hex(),
-        "root_hash": merkle.root(leaves).hex(),
+        "leaf_hash": leaf.hex(),
+        "root_hash": root.hex(),
         "proof": [p.hex() for p in proof],
     }
 
@@ -106,12 +122,13 @@ async def inclusion(request: Request, log_index: Index, tree_size: Size) -> dict
 async def consistency(request: Request, first: Size, second: Size) -> dict[str, Any]:
     if first > second:
         raise InvalidInput("sizes_out_of_order", "first must not exceed second")
-    leaves = await _leaves(_pool(request), second)
-    proof = merkle.consistency_proof(leaves, first, second)
+    await _check_size(request, second)
+    ranges = merkle.consistency_ranges(first, second)
+    first_root, second_root, *proof = await _tree(request).hashes([(0, first), (0, second), *ranges])
     return {
         "first": first,
         "second": second,
-        "first_root": merkle.root(leaves[:first]).hex(),
-        "second_root": merkle.root(leaves).hex(),
+        "first_root": first_root.hex(),
+        "second_root": second_root.hex(),
         "proof": [p.hex() for p in proof],
     }

@@ -25,8 +25,11 @@ from hypothesis import strategies as st
 from shared.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    TiledTree,
     consistency_proof,
+    consistency_ranges,
     inclusion_proof,
+    inclusion_ranges,
     leaf_hash,
     node_hash,
     root,
@@ -477,3 +480,58 @@ def test_million_leaf_compact_range() -> None:
     assert len(compact.hashes) == count.bit_count() == 7
     assert streamed == root(hashes)
     assert elapsed < 5, f"CompactRange over {count} leaves took {elapsed:.2f}s"
+
+
+# --- TiledTree: the same proofs from stored leaves and kept subtrees --------------------------
+
+
+class CountingLog:
+    """A log's leaves behind the reader ``TiledTree`` takes, counting the leaves read."""
+
+    def __init__(self, size: int) -> None:
+        self.leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+        self.read = 0
+
+    async def __call__(self, lo: int, hi: int) -> list[bytes]:
+        self.read += len(self.leaves[lo:hi])
+        return self.leaves[lo:hi]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 9, 31, 64, 65, 100, 257])
+async def test_tiled_tree_proofs_equal_the_proofs_from_all_leaves(size: int) -> None:
+    log = CountingLog(size)
+    tree = TiledTree(log, tile_level=2, tiles_per_read=3)  # 4-leaf tiles: every path crosses tiles
+    leaves = log.leaves
+    for second in range(1, size + 1):
+        (whole,) = await tree.hashes([(0, second)])
+        assert whole == root(leaves[:second])
+        for index in {0, second // 2, second - 1}:
+            assert await tree.hashes(inclusion_ranges(index, second)) == inclusion_proof(leaves, index, second)
+        for first in {1, second // 3, second - 1} - {0}:
+            assert await tree.hashes(consistency_ranges(first, second)) == consistency_proof(leaves, first, second)
+
+
+async def test_tiled_tree_reads_each_leaf_once_then_only_partial_tiles() -> None:
+    log = CountingLog(100_003)
+    tree = TiledTree(log)  # 1,024-leaf tiles
+    size = len(log.leaves)
+    first = await tree.hashes([(0, size), *inclusion_ranges(5, size)])
+    assert first[0] == root(log.leaves)
+    assert log.read <= size + 2 * 1024  # every leaf once, and parts of two tiles for the path
+    for index in (0, 77_777, size - 1):
+        log.read = 0
+        proof = await tree.hashes(inclusion_ranges(index, size))
+        assert verify_inclusion(log.leaves[index], index, size, proof, first[0])
+        assert log.read <= 2 * 1024  # the proven leaf's tile and the log's last, short one
+    log.read = 0
+    proof = await tree.hashes(consistency_ranges(50_000, size))
+    assert verify_consistency(50_000, size, root(log.leaves[:50_000]), first[0], proof)
+    assert log.read <= 2 * 1024
+
+
+async def test_tiled_tree_refuses_a_range_beyond_the_log() -> None:
+    tree = TiledTree(CountingLog(10), tile_level=2)
+    with pytest.raises(ValueError, match="holds 2 of the 4 leaves"):
+        await tree.hashes([(0, 12)])
+    with pytest.raises(ValueError, match="holds 10 leaves, not 11"):
+        await tree.hashes([(8, 11)])
