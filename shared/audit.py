@@ -1127,10 +1127,11 @@ def verify_bundle(
     key: Ed25519PublicKey | None = None
     service = ""
     checkpoints: list[Checkpoint] = []
-    pending: list[Envelope] = []
     header_seen = False
 
     def start_checks() -> ServiceCheck:
+        # Events come in log order, which keeps each stream in version order (the log check
+        # says so if not), so chains are checked as they come: one head per stream in memory.
         return ServiceCheck(service, report, ticker, key, checkpoints, by_stream=False)
 
     for number, record in _bundle_lines(path, report):
@@ -1143,7 +1144,7 @@ def verify_bundle(
                 header_seen = True
             elif kind == "service":
                 if service:
-                    _finish_bundle_service(check or start_checks(), pending)
+                    (check or start_checks()).finish()
                 service, check, checkpoints = record["service"], None, []
                 key = parse_public_key(record["public_key"].encode())
                 if keys_dir is not None:
@@ -1155,7 +1156,7 @@ def verify_bundle(
             elif kind == "event":
                 check = check or start_checks()
                 env = _envelope_from_json(record)
-                pending.append(env)  # chains are checked per stream once the service is read
+                check.event(env)
                 _bundle_leaf(check, record, env.position, env.hash, env)
             elif kind == "log_entry":
                 check = check or start_checks()
@@ -1165,18 +1166,9 @@ def verify_bundle(
         except (KeyError, ValueError, TypeError) as exc:
             report.fail(service or "bundle", f"line {number}", f"malformed {kind} record: {exc!r}")
     if service:
-        _finish_bundle_service(check or start_checks(), pending)
+        (check or start_checks()).finish()
     report.elapsed_s = time.monotonic() - started
     return report
-
-
-def _finish_bundle_service(check: ServiceCheck, pending: list[Envelope]) -> None:
-    """Check the chains in stream order: the bundle lists events in log order, which is the
-    sealer's (transaction id, position) order, not each stream's version order."""
-    for env in sorted(pending, key=lambda e: (e.stream_id, e.stream_version)):
-        check.event(env)
-    pending.clear()
-    check.finish()
 
 
 def _bundle_leaf(
