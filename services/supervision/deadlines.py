@@ -8,6 +8,10 @@ broker cannot restore). A timer looks for items past their date and emits a
 ``DeadlinePassed`` CloudEvent to ``chengneng.supervision.deadlines``, once per item; the
 supervision service records it on the case (``MilestoneOverdue``/``RectificationOverdue``).
 
+Each case is folded in order: an event that arrives before its predecessor (after a broker
+lost its state, a record can reach the new topic ahead of the republished history) is kept
+in ``held_events`` and folded right after the predecessor.
+
 Every emitted record has a deterministic id (a UUID 5 of the item and its date), so a
 record sent twice is applied once by the supervision service's inbox.
 
@@ -32,7 +36,7 @@ import structlog
 
 import services.supervision.domain as domain
 from shared import db, kafka
-from shared.consumer import contract_violation
+from shared.consumer import HeldRecord, contract_violation
 from shared.db import Migration
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes
 from shared.kafka import MalformedMessage
@@ -89,6 +93,20 @@ MIGRATIONS = (
         GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.cases, {schema}.due_items TO {role};
         """,
     ),
+    Migration(
+        101,
+        "deadline processor: case events that came before their predecessor, held until it is folded",
+        """
+        CREATE TABLE {schema}.held_events (
+            project_id      text NOT NULL,
+            stream_version  integer NOT NULL,
+            record          jsonb NOT NULL,
+            received_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (project_id, stream_version)
+        );
+        GRANT SELECT, INSERT, DELETE ON {schema}.held_events TO {role};
+        """,
+    ),
 )
 
 
@@ -118,10 +136,37 @@ def deadline_message(
     return kafka.to_message(SERVICE, Envelope(**fields, hash=digest))
 
 
-async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent) -> None:
-    """Fold one supervision event into the case copy and rewrite the case's open due items."""
+async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent, record: HeldRecord) -> None:
+    """Fold one supervision event into its case copy, then any later events of the case that
+    came early and were held back (after a broker lost its state, a record can reach the new
+    topic before the republished history; skipping it would leave the copy behind for good)."""
     if not incoming.subject.startswith("case-"):
         return
+    while True:
+        released = await _fold_one(pool, incoming, record)
+        if released is None:
+            return
+        violation, later = _accepted(released)
+        if later is None:
+            log.error("a held-back case event no longer reads", reason=violation, offset=released.offset)
+            return
+        incoming, record = later, released
+        log.info("held-back case event folded after its predecessor", subject=incoming.subject)
+
+
+def _accepted(record: HeldRecord) -> tuple[str | None, kafka.IncomingEvent | None]:
+    """The record's event upcast (and no reason), or why it is malformed or breaks the
+    contract with the supervision service (and no event)."""
+    try:
+        incoming = kafka.from_record(record.headers, record.key, record.value)
+    except MalformedMessage as exc:
+        return str(exc), None
+    violation, incoming = contract_violation({"supervision": domain.EVENTS}, incoming)
+    return (violation, None) if violation is not None else (None, incoming)
+
+
+async def _fold_one(pool: asyncpg.Pool, incoming: kafka.IncomingEvent, record: HeldRecord) -> HeldRecord | None:
+    """Fold (or hold back, or skip as a redelivery) one event; the held record of the next, if any."""
     event = domain.EVENTS.decode(incoming.event_type, incoming.schema_version, incoming.data)
     project_id = incoming.subject.removeprefix("case-")
     async with pool.acquire() as conn, conn.transaction():
@@ -129,9 +174,23 @@ async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent) -> None:
             "SELECT stream_version, state FROM cases WHERE project_id = $1 FOR UPDATE", project_id
         )
         known = row["stream_version"] if row else 0
-        if incoming.stream_version != known + 1:
-            # Already folded (a redelivery), or ahead of its stream (its republished copy follows).
-            return
+        if incoming.stream_version <= known:
+            return None  # already folded: a redelivery
+        if incoming.stream_version > known + 1:
+            await conn.execute(
+                """INSERT INTO held_events (project_id, stream_version, record) VALUES ($1, $2, $3)
+                   ON CONFLICT DO NOTHING""",
+                project_id,
+                incoming.stream_version,
+                record.as_json(),
+            )
+            log.warning(
+                "case event ahead of its stream; held back until its predecessor is folded",
+                project_id=project_id,
+                stream_version=incoming.stream_version,
+                folded=known,
+            )
+            return None
         state = domain.CaseState.model_validate(row["state"]) if row else domain.initial_case()
         state = domain.evolve_case(state, event)
         await conn.execute(
@@ -163,6 +222,17 @@ async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent) -> None:
                 item.item_id,
                 due,
             )
+        await conn.execute(
+            "DELETE FROM held_events WHERE project_id = $1 AND stream_version <= $2",
+            project_id,
+            incoming.stream_version,
+        )
+        held = await conn.fetchval(
+            "SELECT record FROM held_events WHERE project_id = $1 AND stream_version = $2",
+            project_id,
+            incoming.stream_version + 1,
+        )
+    return HeldRecord.from_json(held) if held is not None else None
 
 
 def build_app(settings: Settings, port: int) -> faust.App:
@@ -214,21 +284,20 @@ def build_app(settings: Settings, port: int) -> faust.App:
     @app.agent(events)
     async def fold(stream: Any) -> None:
         async for record in stream.events():
-            raw = record.message.headers
+            message = record.message
+            raw = message.headers
             headers = list(raw.items()) if isinstance(raw, dict) else list(raw or [])
-            try:
-                incoming = kafka.from_record(headers, record.key, record.value)
-            except MalformedMessage as exc:
-                await deadletter(record, headers, str(exc))
-                continue
-            violation, incoming = contract_violation({"supervision": domain.EVENTS}, incoming)
-            if violation is not None:
-                await deadletter(record, headers, violation)
+            held = HeldRecord(
+                message.topic, message.partition, message.offset, record.key, record.value, tuple(headers)
+            )
+            violation, incoming = _accepted(held)
+            if incoming is None:
+                await deadletter(record, headers, violation or "unreadable")
                 continue
             waiting_since = time.monotonic()
             while True:
                 try:
-                    await fold_case(await pool(), incoming)
+                    await fold_case(await pool(), incoming, held)
                     break
                 except Exception as exc:
                     if not db.unavailable(exc):
