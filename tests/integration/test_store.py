@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import itertools
 import uuid
@@ -239,3 +240,27 @@ async def test_concurrent_commands_on_one_stream_all_land_by_deciding_again(serv
 
 async def test_migrations_run_once(service_db: ServiceDb) -> None:
     assert await db.migrate(service_db.admin_url, service_db.schema, []) == []
+
+
+async def test_replay_yields_every_event_in_batches_with_the_collector_on_for_the_caller(
+    service_db: ServiceDb,
+) -> None:
+    """The collector pauses only while a batch is read and decoded: the caller's code, and
+    everything after a replay left early, run with it on."""
+    for n in range(5):
+        await append_in_tx(service_db.pool, f"r-{n}", 0, *(f"{n}.{i}" for i in range(50)))
+    registry = EventRegistry(Noted)
+    texts: list[str] = []
+    async for batch in store.replay(service_db.pool, registry, batch_size=60):
+        assert gc.isenabled()
+        assert len(batch) <= 60
+        texts += [event.text for _, event in batch]  # type: ignore[attr-defined]
+    assert sorted(texts) == sorted(f"{n}.{i}" for n in range(5) for i in range(50))
+    assert gc.isenabled()
+
+    async with service_db.pool.acquire() as conn:
+        replaying = store.replay(conn, registry, batch_size=10)
+        async for _ in replaying:
+            break  # a caller that stops early
+        await replaying.aclose()
+    assert gc.isenabled()
