@@ -152,3 +152,7 @@ def test_a_broker_restarted_empty_under_load_keeps_every_stream_in_order_downstr
     assert public_matches_registry(fs, load) == []
     for service in PUBLISHING:
         assert fs.read_models_match_rebuild(service), service
+    # Events that came early were held back and applied after their predecessors: none is left.
+    for service in DOWNSTREAM:
+        assert fs.value(f"SELECT count(*) FROM {service}.inbox WHERE outcome = 'held_back'") == 0, service
+    assert fs.value("SELECT count(*) FROM deadlines.held_events") == 0
