@@ -267,11 +267,21 @@ async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": schema, "application_name": f"chengneng-{schema}"},
         command_timeout=30,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool without asyncpg's reset query (a round trip each time).
+
+    Pool connections carry no session state to undo: advisory locks are transaction-level,
+    LISTEN and session locks live on connections of their own, nothing runs SET outside a
+    transaction. asyncpg still rolls back an open transaction and drops listeners first.
+    """
 
 
 async def migrate(
