@@ -7,7 +7,9 @@ import gc
 import hashlib
 import itertools
 import uuid
+import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -242,25 +244,42 @@ async def test_migrations_run_once(service_db: ServiceDb) -> None:
     assert await db.migrate(service_db.admin_url, service_db.schema, []) == []
 
 
-async def test_replay_yields_every_event_in_batches_with_the_collector_on_for_the_caller(
+async def test_replay_yields_every_event_in_batches_and_leaves_the_collector_as_it_was(
     service_db: ServiceDb,
 ) -> None:
-    """The collector pauses only while a batch is read and decoded: the caller's code, and
-    everything after a replay left early, run with it on."""
+    """The collector pauses while a batch is read and decoded and leaves the batch alone while
+    the caller applies it; the caller's own cyclic garbage is collected within
+    ``FULL_COLLECTION_EVERY`` batches, and nothing stays frozen after a replay, finished or
+    abandoned."""
+    every = store.FULL_COLLECTION_EVERY
     for n in range(5):
-        await append_in_tx(service_db.pool, f"r-{n}", 0, *(f"{n}.{i}" for i in range(50)))
+        await append_in_tx(service_db.pool, f"r-{n}", 0, *(f"{n}.{i}" for i in range(2 * every // 5 + 1)))
     registry = EventRegistry(Noted)
     texts: list[str] = []
-    async for batch in store.replay(service_db.pool, registry, batch_size=60):
+    garbage: list[weakref.ref[Any]] = []
+    async for batch in store.replay(service_db.pool, registry, batch_size=1):
         assert gc.isenabled()
-        assert len(batch) <= 60
+        assert len(batch) == 1
         texts += [event.text for _, event in batch]  # type: ignore[attr-defined]
-    assert sorted(texts) == sorted(f"{n}.{i}" for n in range(5) for i in range(50))
-    assert gc.isenabled()
+        cycle: list[Any] = []
+        garbage.append(weakref.ref(_Cycle(cycle)))
+        del cycle
+        if len(garbage) > every:
+            assert garbage[-every - 1]() is None, f"cyclic garbage lived more than {every} batches"
+    assert len(texts) == 5 * (2 * every // 5 + 1) > every
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
     async with service_db.pool.acquire() as conn:
         replaying = store.replay(conn, registry, batch_size=10)
         async for _ in replaying:
             break  # a caller that stops early
         await replaying.aclose()
-    assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+class _Cycle:
+    """An object in a reference cycle, weakly referenceable."""
+
+    def __init__(self, other: Any) -> None:
+        self.other = other
+        other.append(self)
