@@ -31,9 +31,10 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -52,6 +53,8 @@ log = structlog.get_logger(__name__)
 APPLIED = Counter("chengneng_consumer_applied_total", "Events applied by consumers", ["consumer"])
 DUPLICATES = Counter("chengneng_consumer_duplicates_total", "Redelivered events ignored", ["consumer"])
 DEADLETTERED = Counter("chengneng_consumer_deadlettered_total", "Records sent to dead letters", ["consumer"])
+
+T = TypeVar("T")
 
 Handler = Callable[[Connection, IncomingEvent], Awaitable[None]]
 """Applies one event's effect using the given connection (inside the inbox transaction)."""
@@ -118,6 +121,10 @@ class _AppliedConcurrently(Exception):
 
 class BrokerLostState(Exception):
     """The broker forgot what this consumer committed: rebuild the client, read from the start."""
+
+
+class DatabaseAway(RuntimeError):
+    """The database stayed unavailable too long: start over from the committed offsets."""
 
 
 class OutOfOrder(Exception):
@@ -194,7 +201,7 @@ class InboxConsumer:
         self.sources = sources
         """The contract checked before the handler runs; None accepts every well-formed event."""
         self.ordered = ordered
-        """Apply each stream in order: an event whose predecessor was not seen waits for its copy."""
+        """Apply each stream in order: an event whose predecessor was not seen is held back until it is."""
         self.session_timeout_ms = session_timeout_ms
         self.topic_options = {"partitions": partitions, "replication": replication}
         self._holding = True
@@ -236,7 +243,7 @@ class InboxConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
                     await self._check_offsets_kept(consumer, committed, list(batches))
-                    self._holding = await self._holds_any()
+                    self._holding = await self._patiently(self._holds_any)
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record, producer)
@@ -286,7 +293,11 @@ class InboxConsumer:
         while event is not None:
             if not await self._apply_or_deadletter(record, producer, event):
                 return  # held back: its predecessor has not been seen
-            released = await self._held_successor(event) if self._holding and event.subject else None
+            released = (
+                await self._patiently(functools.partial(self._held_successor, event), event)
+                if self._holding and event.subject
+                else None
+            )
             if released is None:
                 return
             record = released
@@ -327,37 +338,44 @@ class InboxConsumer:
     ) -> bool:
         """Apply (or find applied, or dead-letter) the event: True; held back for its predecessor: False."""
         failures = 0
-        waiting_since: float | None = None
         while True:
             try:
-                await self.apply(event)
+                await self._patiently(functools.partial(self.apply, event), event)
                 return True
             except OutOfOrder as exc:
-                await self._hold_back(record, event, str(exc))
+                await self._patiently(functools.partial(self._hold_back, record, event, str(exc)), event)
                 return False
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, DatabaseAway):
                 raise
             except Exception as exc:
-                if db.unavailable(exc):
-                    # The database is away: wait for it rather than dead-letter a good event.
-                    waiting_since = waiting_since or time.monotonic()
-                    waited = time.monotonic() - waiting_since
-                    if waited > DATABASE_WAIT_S:
-                        raise RuntimeError(f"database unavailable for {waited:.0f} s") from exc
-                    log.warning(
-                        "database unavailable; retrying event",
-                        consumer=self.name,
-                        event_id=str(event.event_id),
-                        error=repr(exc),
-                    )
-                    await asyncio.sleep(min(1.0 + waited / 5, 5.0))
-                    continue
                 failures += 1
                 if failures >= HANDLER_ATTEMPTS:
                     await self._deadletter(record, producer, f"handler failed {failures} times: {exc!r}", event)
                     return True
                 log.warning("handler failed; retrying", consumer=self.name, attempt=failures, error=repr(exc))
                 await asyncio.sleep(0.2 * failures)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]], event: IncomingEvent | None = None) -> T:
+        """Run ``call``, waiting while the database is unavailable: an outage is never an event's
+        failure. After ``DATABASE_WAIT_S`` the consumer starts over from its committed offsets."""
+        waiting_since: float | None = None
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not db.unavailable(exc):
+                    raise
+                waiting_since = waiting_since or time.monotonic()
+                waited = time.monotonic() - waiting_since
+                if waited > DATABASE_WAIT_S:
+                    raise DatabaseAway(f"database unavailable for {waited:.0f} s") from exc
+                log.warning(
+                    "database unavailable; waiting for it",
+                    consumer=self.name,
+                    event_id=str(event.event_id) if event else None,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(min(1.0 + waited / 5, 5.0))
 
     async def _hold_back(
         self,

@@ -248,3 +248,35 @@ async def test_held_record_keeps_every_part_of_the_kafka_record() -> None:
     assert kafka.from_record(held.headers, held.key, held.value) == kafka.from_record(
         original.headers, original.key, original.value
     )
+
+
+async def test_holding_back_and_releasing_wait_out_a_database_outage(
+    service_db: ServiceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inbox's own reads and writes around an event (held back? a successor?) wait for the
+    database like the event itself: an outage never restarts the consumer or loses a record."""
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    consumer = recorder.consumer
+    outages = {"_hold_back": 1, "_held_successor": 2}
+    for name in list(outages):
+        real = getattr(consumer, name)
+
+        async def flaky(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            if outages[_name]:
+                outages[_name] -= 1
+                raise ConnectionRefusedError(111, "Connection refused")
+            return await _real(*args)
+
+        monkeypatch.setattr(consumer, name, flaky)
+    first, second = stream("一", "二")
+    await recorder.handle(second)  # held back after one refused connection
+    await recorder.handle(first)  # its successor found after two
+    assert seen == ["一", "二"] and recorder.dead == []
+    assert outages == {"_hold_back": 0, "_held_successor": 0}
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False)]
