@@ -151,7 +151,7 @@ async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent, record: H
             log.error("a held-back case event no longer reads", reason=violation, offset=released.offset)
             return
         incoming, record = later, released
-        log.info("held-back case event folded after its predecessor", subject=incoming.subject)
+        log.info("folding a held-back case event after its predecessor", subject=incoming.subject)
 
 
 def _accepted(record: HeldRecord) -> tuple[str | None, kafka.IncomingEvent | None]:
