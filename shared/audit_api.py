@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from shared import merkle
-from shared.errors import InvalidInput, NotFound
+from shared.errors import IntegrityFailure, InvalidInput, NotFound
 from shared.http import PG_BIGINT_MAX
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -88,6 +88,14 @@ def _tree(request: Request) -> merkle.TiledTree:
     return tree
 
 
+async def _hashes(request: Request, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """The subtree hashes of ``ranges``; a log with a hole in its indexes cannot prove anything."""
+    try:
+        return await _tree(request).hashes(ranges)
+    except ValueError as exc:
+        raise IntegrityFailure("log_not_dense", f"the log's indexes have a gap: {exc}") from exc
+
+
 async def _check_size(request: Request, size: int) -> None:
     held = await _pool(request).fetchval("SELECT coalesce(max(log_index) + 1, 0) FROM log_entries")
     if size > held:
@@ -108,7 +116,7 @@ async def inclusion(request: Request, log_index: Index, tree_size: Size) -> dict
         raise InvalidInput("index_out_of_range", "log_index must be below tree_size")
     await _check_size(request, tree_size)
     ranges = merkle.inclusion_ranges(log_index, tree_size)
-    leaf, root, *proof = await _tree(request).hashes([(log_index, log_index + 1), (0, tree_size), *ranges])
+    leaf, root, *proof = await _hashes(request, [(log_index, log_index + 1), (0, tree_size), *ranges])
     return {
         "log_index": log_index,
         "tree_size": tree_size,
@@ -124,7 +132,7 @@ async def consistency(request: Request, first: Size, second: Size) -> dict[str, 
         raise InvalidInput("sizes_out_of_order", "first must not exceed second")
     await _check_size(request, second)
     ranges = merkle.consistency_ranges(first, second)
-    first_root, second_root, *proof = await _tree(request).hashes([(0, first), (0, second), *ranges])
+    first_root, second_root, *proof = await _hashes(request, [(0, first), (0, second), *ranges])
     return {
         "first": first,
         "second": second,

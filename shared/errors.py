@@ -60,6 +60,13 @@ class InvalidInput(ChengnengError):
     title = "Invalid input"
 
 
+class IntegrityFailure(ChengnengError):
+    """Stored data is not what it must be (a damaged or tampered log): a matter for the auditors."""
+
+    status = 500
+    title = "Stored data failed an integrity check"
+
+
 class ServiceUnavailable(ChengnengError):
     status = 503
     title = "Service unavailable"
