@@ -242,7 +242,7 @@ class TiledTree:
     The log is append-only, so the hash of a perfect subtree, once all its leaves exist,
     never changes. Tiles of ``2**tile_level`` leaves are hashed once (read in runs of
     ``tiles_per_read``) and kept with the perfect subtrees above them: two hashes per tile
-    in memory (about 4 MB per million leaves at the default 1,024-leaf tiles). A proof
+    in memory (about a third of a megabyte per million leaves at the default 1,024-leaf tiles). A proof
     then costs O(log n) cached hashes and at most two partial tiles read from the store.
     """
 
