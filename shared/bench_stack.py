@@ -161,9 +161,12 @@ async def end_to_end(
                 sent_at.pop(f"function/{fid}", None)
 
         receiver = asyncio.create_task(receive())
-        # Warm-up: the first event through a fresh stack waits for consumer groups to form.
-        for _ in range(3):
+        # Warm-up, not measured: the first events through a fresh stack wait for consumer
+        # groups to form and settle (every partition assigned), so run 3 s at the rate first.
+        warmup_interval = 1.0 / rate
+        for _ in range(max(3, int(rate * 3))):
             await send(f"e2e-warmup-{uuid.uuid4().hex[:8]}")
+            await asyncio.sleep(warmup_interval)
         deadline = time.perf_counter() + 60
         while sent_at and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
