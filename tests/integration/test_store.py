@@ -244,6 +244,28 @@ async def test_migrations_run_once(service_db: ServiceDb) -> None:
     assert await db.migrate(service_db.admin_url, service_db.schema, []) == []
 
 
+async def test_a_connection_goes_back_to_the_pool_without_its_transaction_or_transaction_state(
+    service_db: ServiceDb,
+) -> None:
+    """The pool skips asyncpg's reset query: what a borrower left open must still not leak."""
+    pool = await db.create_pool(
+        db.app_url(service_db.admin_url, service_db.schema, None), service_db.schema, max_size=1
+    )
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")  # left open by a careless borrower
+            await conn.execute("SET LOCAL statement_timeout = '1s'")
+            await conn.execute("SELECT pg_advisory_xact_lock(42)")
+            await store.append(conn, "leak", "note", 0, [Noted(text="never committed")], meta())
+        async with pool.acquire() as conn:  # the same, single connection
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SHOW statement_timeout") == "0"
+            assert await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = 'leak'") == 0
+            assert await conn.fetchval("SELECT pg_try_advisory_xact_lock(42)")
+    finally:
+        await pool.close()
+
+
 async def test_replay_yields_every_event_in_batches_and_leaves_the_collector_as_it_was(
     service_db: ServiceDb,
 ) -> None:
