@@ -20,7 +20,9 @@ version minus one) this consumer has not seen is ``OutOfOrder``: it is held back
 inbox with its record (outcome ``held_back``) and applied as soon as its predecessor is,
 whether that comes with the republished history or not; a copy delivered again meanwhile
 is applied in its place. Held-back events are never silently lost: they stay in the inbox,
-counted and logged, until their stream catches up. A consumer that finds
+counted and logged, until their stream catches up; before each batch (and while idle, as
+long as any is held) the consumer also applies those whose predecessor was applied
+elsewhere, by another instance during a rebalance, so no stream stays stuck behind a race. A consumer that finds
 the offsets it committed gone (the broker restarted empty) reads again from the beginning,
 so it neither skips the republished history nor applies it out of order.
 """
@@ -243,7 +245,8 @@ class InboxConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
                     await self._check_offsets_kept(consumer, committed, list(batches))
-                    self._holding = await self._patiently(self._holds_any)
+                if batches or self._holding:
+                    await self._release_ready(producer)
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record, producer)
@@ -405,6 +408,26 @@ class InboxConsumer:
             subject=event.subject,
             reason=reason,
         )
+
+    async def _release_ready(self, producer: AIOKafkaProducer) -> None:
+        """Apply the held-back events whose predecessor has been applied meanwhile without
+        releasing them (by another instance of this consumer during a rebalance, say), then
+        note whether anything is still held. Runs before each batch, and while idle as long
+        as something is held, so that no stream stays stuck behind a race."""
+        for record in await self._patiently(self._ready_to_release):
+            await self._handle(record, producer)
+        self._holding = await self._patiently(self._holds_any)
+
+    async def _ready_to_release(self) -> list[HeldRecord]:
+        rows = await self.pool.fetch(
+            """SELECT h.held_record FROM inbox h WHERE h.consumer = $1 AND h.outcome = 'held_back'
+                 AND EXISTS (SELECT 1 FROM inbox p WHERE p.consumer = h.consumer AND p.source = h.source
+                             AND p.subject = h.subject AND p.stream_version = h.stream_version - 1
+                             AND p.outcome <> 'held_back')
+               ORDER BY h.subject, h.stream_version""",
+            self.name,
+        )
+        return [HeldRecord.from_json(row[0]) for row in rows]
 
     async def _holds_any(self) -> bool:
         return bool(

@@ -280,3 +280,27 @@ async def test_holding_back_and_releasing_wait_out_a_database_outage(
     assert seen == ["一", "二"] and recorder.dead == []
     assert outages == {"_hold_back": 0, "_held_successor": 0}
     assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False)]
+
+
+async def test_a_held_back_event_whose_predecessor_was_applied_elsewhere_is_released_before_the_next_batch(
+    service_db: ServiceDb,
+) -> None:
+    """In a rebalance, another instance can apply the predecessor after this one held the event
+    back, and release nothing: the sweep before each batch applies such an event."""
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second, third = stream("一", "二", "三")
+    await recorder.handle(second)  # held back here ...
+    await recorder.handle(third)
+    other = Recorder(service_db, handler)
+    other.consumer.name = recorder.consumer.name  # ... while another instance of the consumer
+    await other.consumer.apply(kafka.from_record(first.headers, first.key, first.value))  # applies version 1
+    assert seen == ["一"]
+    await recorder.consumer._release_ready(producer=None)  # type: ignore[arg-type]
+    assert seen == ["一", "二", "三"] and recorder.dead == []
+    assert recorder.consumer._holding is False
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
