@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from shared import db, kafka
@@ -69,6 +69,11 @@ BROKER_RESETS = Counter(
 OUT_OF_ORDER = Counter(
     "chengneng_consumer_out_of_order_total",
     "Events ahead of their stream, held back in the inbox until their predecessor is applied",
+    ["consumer"],
+)
+HELD_BACK = Gauge(
+    "chengneng_consumer_held_back",
+    "Events held back in the inbox now, waiting for their predecessor (alert if it stays above 0)",
     ["consumer"],
 )
 RELEASED = Counter(
@@ -416,7 +421,9 @@ class InboxConsumer:
         as something is held, so that no stream stays stuck behind a race."""
         for record in await self._patiently(self._ready_to_release):
             await self._handle(record, producer)
-        self._holding = await self._patiently(self._holds_any)
+        held = await self._patiently(self._held_count)
+        HELD_BACK.labels(self.name).set(held)
+        self._holding = held > 0
 
     async def _ready_to_release(self) -> list[HeldRecord]:
         rows = await self.pool.fetch(
@@ -429,10 +436,10 @@ class InboxConsumer:
         )
         return [HeldRecord.from_json(row[0]) for row in rows]
 
-    async def _holds_any(self) -> bool:
-        return bool(
+    async def _held_count(self) -> int:
+        return int(
             await self.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND outcome = 'held_back')", self.name
+                "SELECT count(*) FROM inbox WHERE consumer = $1 AND outcome = 'held_back'", self.name
             )
         )
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import asyncpg
 import pytest
 from aiokafka import ConsumerRecord
+from prometheus_client import REGISTRY
 
 from shared import kafka
 from shared.consumer import HeldRecord, InboxConsumer, contract_violation
@@ -296,6 +297,9 @@ async def test_a_held_back_event_whose_predecessor_was_applied_elsewhere_is_rele
     first, second, third = stream("一", "二", "三")
     await recorder.handle(second)  # held back here ...
     await recorder.handle(third)
+    await recorder.consumer._release_ready(producer=None)  # type: ignore[arg-type]
+    held_now = {"consumer": recorder.consumer.name}
+    assert REGISTRY.get_sample_value("chengneng_consumer_held_back", held_now) == 2
     other = Recorder(service_db, handler)
     other.consumer.name = recorder.consumer.name  # ... while another instance of the consumer
     await other.consumer.apply(kafka.from_record(first.headers, first.key, first.value))  # applies version 1
@@ -303,4 +307,5 @@ async def test_a_held_back_event_whose_predecessor_was_applied_elsewhere_is_rele
     await recorder.consumer._release_ready(producer=None)  # type: ignore[arg-type]
     assert seen == ["一", "二", "三"] and recorder.dead == []
     assert recorder.consumer._holding is False
+    assert REGISTRY.get_sample_value("chengneng_consumer_held_back", held_now) == 0
     assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
