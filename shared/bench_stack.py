@@ -163,10 +163,11 @@ async def end_to_end(
         receiver = asyncio.create_task(receive())
         # Warm-up, not measured: the first events through a fresh stack wait for consumer
         # groups to form and settle (every partition assigned), so run 3 s at the rate first.
-        warmup_interval = 1.0 / rate
+        warmups = []
         for _ in range(max(3, int(rate * 3))):
-            await send(f"e2e-warmup-{uuid.uuid4().hex[:8]}")
-            await asyncio.sleep(warmup_interval)
+            warmups.append(asyncio.create_task(send(f"e2e-warmup-{uuid.uuid4().hex[:8]}")))
+            await asyncio.sleep(1.0 / rate)
+        await asyncio.gather(*warmups)
         deadline = time.perf_counter() + 60
         while sent_at and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
