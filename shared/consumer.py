@@ -20,9 +20,9 @@ version minus one) this consumer has not seen is ``OutOfOrder``: it is held back
 inbox with its record (outcome ``held_back``) and applied as soon as its predecessor is,
 whether that comes with the republished history or not; a copy delivered again meanwhile
 is applied in its place. Held-back events are never silently lost: they stay in the inbox,
-counted and logged, until their stream catches up; before each batch (and while idle, as
-long as any is held) the consumer also applies those whose predecessor was applied
-elsewhere, by another instance during a rebalance, so no stream stays stuck behind a race. A consumer that finds
+counted and logged, until their stream catches up; while any is held, the consumer also
+applies, before each fetch, those whose predecessor was applied elsewhere (by another
+instance during a rebalance), so no stream stays stuck behind a race. A consumer that finds
 the offsets it committed gone (the broker restarted empty) reads again from the beginning,
 so it neither skips the republished history nor applies it out of order.
 """
@@ -81,6 +81,10 @@ RELEASED = Counter(
     "Held-back events applied right after their predecessor",
     ["consumer"],
 )
+
+HELD_COUNT_INTERVAL_S = 1.0
+"""How often a consumer holding nothing counts its held-back events anyway: another instance
+of it may have held one back before a rebalance handed this one the partition."""
 
 HANDLER_ATTEMPTS = 5
 DATABASE_WAIT_S = 60.0
@@ -212,8 +216,9 @@ class InboxConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.topic_options = {"partitions": partitions, "replication": replication}
         self._holding = True
-        """Whether the inbox may hold events back for this consumer (checked once per batch, so
-        that a consumer holding none does not look for a successor after every event)."""
+        """Whether the inbox may hold events back for this consumer: while it holds none, it
+        neither looks for a successor after every event nor sweeps before every batch."""
+        self._counted_at = 0.0
 
     async def run(self) -> None:
         """Consume until cancelled; rebuild the client after any broker failure."""
@@ -250,8 +255,7 @@ class InboxConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
                     await self._check_offsets_kept(consumer, committed, list(batches))
-                if batches or self._holding:
-                    await self._release_ready(producer)
+                await self._release_ready(producer)
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record, producer)
@@ -417,13 +421,17 @@ class InboxConsumer:
     async def _release_ready(self, producer: AIOKafkaProducer) -> None:
         """Apply the held-back events whose predecessor has been applied meanwhile without
         releasing them (by another instance of this consumer during a rebalance, say), then
-        note whether anything is still held. Runs before each batch, and while idle as long
-        as something is held, so that no stream stays stuck behind a race."""
-        for record in await self._patiently(self._ready_to_release):
-            await self._handle(record, producer)
-        held = await self._patiently(self._held_count)
-        HELD_BACK.labels(self.name).set(held)
-        self._holding = held > 0
+        count what is still held. Runs before each fetch: the sweep while something is held,
+        the count then too, and otherwise once every ``HELD_COUNT_INTERVAL_S``, so that no
+        stream stays stuck behind a race and a consumer holding nothing pays almost nothing."""
+        if self._holding:
+            for record in await self._patiently(self._ready_to_release):
+                await self._handle(record, producer)
+        now = time.monotonic()
+        if self._holding or now - self._counted_at >= HELD_COUNT_INTERVAL_S:
+            held = await self._patiently(self._held_count)
+            HELD_BACK.labels(self.name).set(held)
+            self._holding, self._counted_at = held > 0, now
 
     async def _ready_to_release(self) -> list[HeldRecord]:
         rows = await self.pool.fetch(
