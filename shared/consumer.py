@@ -44,11 +44,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from shared import db, kafka
+from shared import kafka
 from shared.db import Connection
 from shared.kafka import IncomingEvent, MalformedMessage
 from shared.messages import EventRegistry
-from shared.resilience import keep_running
+from shared.resilience import DatabaseAway, keep_running, wait_out_database
 
 log = structlog.get_logger(__name__)
 
@@ -126,16 +126,26 @@ def contract_violation(sources: Sources, event: IncomingEvent) -> tuple[str | No
     return None, event
 
 
+def read_record(record: Any, sources: Sources | None) -> tuple[str | None, IncomingEvent | None]:
+    """(None, the record's event upcast) if it is well formed and keeps the contract with
+    ``sources`` (None: any well-formed event); else (why not, the event as read if it could
+    be read at all, so that the inbox can record a dead letter by its id)."""
+    try:
+        event = kafka.from_record(record.headers, record.key, record.value)
+    except MalformedMessage as exc:
+        return str(exc), None
+    if sources is None:
+        return None, event
+    violation, event = contract_violation(sources, event)
+    return violation, event
+
+
 class _AppliedConcurrently(Exception):
     """Rolls back an application that another consumer instance committed first."""
 
 
 class BrokerLostState(Exception):
     """The broker forgot what this consumer committed: rebuild the client, read from the start."""
-
-
-class DatabaseAway(RuntimeError):
-    """The database stayed unavailable too long: start over from the committed offsets."""
 
 
 class OutOfOrder(Exception):
@@ -330,16 +340,10 @@ class InboxConsumer:
         producer: AIOKafkaProducer,
     ) -> IncomingEvent | None:
         """The record's event, upcast, if it is well formed and keeps the contract; else dead-letter it."""
-        try:
-            event = kafka.from_record(record.headers, record.key, record.value)
-        except MalformedMessage as exc:
-            await self._deadletter(record, producer, str(exc))
+        reason, event = read_record(record, self.sources)
+        if reason is not None:
+            await self._deadletter(record, producer, reason, event)
             return None
-        if self.sources is not None:
-            violation, event = contract_violation(self.sources, event)
-            if violation is not None:
-                await self._deadletter(record, producer, violation, event)
-                return None
         return event
 
     async def _apply_or_deadletter(
@@ -368,26 +372,12 @@ class InboxConsumer:
                 await asyncio.sleep(0.2 * failures)
 
     async def _patiently(self, call: Callable[[], Awaitable[T]], event: IncomingEvent | None = None) -> T:
-        """Run ``call``, waiting while the database is unavailable: an outage is never an event's
-        failure. After ``DATABASE_WAIT_S`` the consumer starts over from its committed offsets."""
-        waiting_since: float | None = None
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not db.unavailable(exc):
-                    raise
-                waiting_since = waiting_since or time.monotonic()
-                waited = time.monotonic() - waiting_since
-                if waited > DATABASE_WAIT_S:
-                    raise DatabaseAway(f"database unavailable for {waited:.0f} s") from exc
-                log.warning(
-                    "database unavailable; waiting for it",
-                    consumer=self.name,
-                    event_id=str(event.event_id) if event else None,
-                    error=repr(exc),
-                )
-                await asyncio.sleep(min(1.0 + waited / 5, 5.0))
+        """``call``, waiting out a database outage; after ``DATABASE_WAIT_S`` the consumer
+        starts over from its committed offsets (``DatabaseAway``)."""
+        event_id = str(event.event_id) if event else None
+        return await wait_out_database(
+            call, "consumer", max_wait_s=DATABASE_WAIT_S, consumer=self.name, event_id=event_id
+        )
 
     async def _hold_back(
         self,
@@ -577,4 +567,13 @@ class InboxConsumer:
         await producer.send_and_wait(kafka.DEADLETTER_TOPIC, value=record.value, key=record.key, headers=headers)
 
 
-__all__ = ["Handler", "HeldRecord", "InboxConsumer", "OutOfOrder", "Sources", "TopicPartition", "contract_violation"]
+__all__ = [
+    "Handler",
+    "HeldRecord",
+    "InboxConsumer",
+    "OutOfOrder",
+    "Sources",
+    "TopicPartition",
+    "contract_violation",
+    "read_record",
+]

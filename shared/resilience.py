@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -14,6 +14,8 @@ from prometheus_client import Counter
 from shared import db
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 RESTARTS = Counter("chengneng_background_restarts_total", "Background loops restarted after a failure", ["what"])
 
@@ -56,3 +58,28 @@ async def keep_running(
 
 def _broker_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, KafkaConnectionError) or (isinstance(exc, KafkaError) and bool(exc.retriable))
+
+
+class DatabaseAway(RuntimeError):
+    """The database stayed unavailable longer than the caller would wait."""
+
+
+async def wait_out_database(
+    call: Callable[[], Awaitable[T]], what: str, *, max_wait_s: float | None = None, **context: Any
+) -> T:
+    """Run ``call``, and again while the database is unavailable: an outage is never the
+    failure of the work in hand. Other errors are raised at once; after ``max_wait_s`` (never,
+    by default) ``DatabaseAway`` is. The pause grows from 1 s to 5 s."""
+    waiting_since: float | None = None
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not db.unavailable(exc):
+                raise
+            waiting_since = waiting_since or time.monotonic()
+            waited = time.monotonic() - waiting_since
+            if max_wait_s is not None and waited > max_wait_s:
+                raise DatabaseAway(f"database unavailable for {waited:.0f} s") from exc
+            log.warning(f"{what}: database unavailable; waiting for it", error=repr(exc), **context)
+            await asyncio.sleep(min(1.0 + waited / 5, 5.0))

@@ -23,9 +23,7 @@ this code knows goes to ``chengneng.deadletter`` with the reason, as with every 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -36,12 +34,12 @@ import structlog
 
 import services.supervision.domain as domain
 from shared import db, kafka
-from shared.consumer import HeldRecord, contract_violation
+from shared.consumer import HeldRecord, read_record
 from shared.db import Migration
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes
-from shared.kafka import MalformedMessage
 from shared.messages import Event, EventRegistry
 from shared.policies import system_principal
+from shared.resilience import wait_out_database
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -65,6 +63,9 @@ class DeadlinePassed(Event):
     due_date: date
     detected_on: date
 
+
+SOURCES = {"supervision": domain.EVENTS}
+"""What the processor consumes: the supervision service's events."""
 
 EVENTS = EventRegistry(DeadlinePassed)
 """What the processor publishes: the supervision service's consumer checks records against it."""
@@ -146,23 +147,12 @@ async def fold_case(pool: asyncpg.Pool, incoming: kafka.IncomingEvent, record: H
         released = await _fold_one(pool, incoming, record)
         if released is None:
             return
-        violation, later = _accepted(released)
-        if later is None:
+        violation, later = read_record(released, SOURCES)
+        if violation is not None or later is None:
             log.error("a held-back case event no longer reads", reason=violation, offset=released.offset)
             return
         incoming, record = later, released
         log.info("folding a held-back case event after its predecessor", subject=incoming.subject)
-
-
-def _accepted(record: HeldRecord) -> tuple[str | None, kafka.IncomingEvent | None]:
-    """The record's event upcast (and no reason), or why it is malformed or breaks the
-    contract with the supervision service (and no event)."""
-    try:
-        incoming = kafka.from_record(record.headers, record.key, record.value)
-    except MalformedMessage as exc:
-        return str(exc), None
-    violation, incoming = contract_violation({"supervision": domain.EVENTS}, incoming)
-    return (violation, None) if violation is not None else (None, incoming)
 
 
 async def _fold_one(pool: asyncpg.Pool, incoming: kafka.IncomingEvent, record: HeldRecord) -> HeldRecord | None:
@@ -290,25 +280,19 @@ def build_app(settings: Settings, port: int) -> faust.App:
             held = HeldRecord(
                 message.topic, message.partition, message.offset, record.key, record.value, tuple(headers)
             )
-            violation, incoming = _accepted(held)
-            if incoming is None:
+            violation, incoming = read_record(held, SOURCES)
+            if violation is not None or incoming is None:
                 await deadletter(record, headers, violation or "unreadable")
                 continue
-            waiting_since = time.monotonic()
-            while True:
-                try:
-                    await fold_case(await pool(), incoming, held)
-                    break
-                except Exception as exc:
-                    if not db.unavailable(exc):
-                        await deadletter(record, headers, f"the deadline processor failed on it: {exc!r}")
-                        break
-                    # Skipping it would leave the case's copy behind for good: wait for the database.
-                    waited = time.monotonic() - waiting_since
-                    log.warning(
-                        "database unavailable; the event waits", event_id=str(incoming.event_id), error=repr(exc)
-                    )
-                    await asyncio.sleep(min(1.0 + waited / 5, 5.0))
+
+            async def fold_it(incoming: kafka.IncomingEvent = incoming, held: HeldRecord = held) -> None:
+                await fold_case(await pool(), incoming, held)
+
+            try:
+                # Skipping it would leave the case's copy behind for good: wait for the database.
+                await wait_out_database(fold_it, "deadline processor", event_id=str(incoming.event_id))
+            except Exception as exc:
+                await deadletter(record, headers, f"the deadline processor failed on it: {exc!r}")
 
     @app.timer(interval=settings.deadline_check_interval_s)
     async def look_for_passed_deadlines() -> None:
