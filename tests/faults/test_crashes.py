@@ -26,11 +26,13 @@ from tests.faults.conftest import FaultStack, FunctionLoad, topic_events
 pytestmark = pytest.mark.stack
 
 STEPS = ["FunctionProposed", "FunctionListed", "FunctionOpened"]
+FUNCTIONS = 150
+"""Enough that the load still runs while each consumer is caught applying it."""
 
 
 def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_stack: FaultStack) -> None:
     fs = fault_stack
-    load = FunctionLoad(fs, f"crash-{uuid.uuid4().hex[:6]}", workers=4, functions=60)
+    load = FunctionLoad(fs, f"crash-{uuid.uuid4().hex[:6]}", workers=4, functions=FUNCTIONS)
     load.start()
     try:
         # 1. The registry dies while its relay publishes a burst (stored but not yet on the topic).
@@ -44,15 +46,22 @@ def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_s
         # 2. The consumers of the registry's events die while they apply them.
         before = load.completed()
         wait_until(lambda: load.completed() >= before + 10, timeout=60, message="the load to resume")
-        killed = {}
-        for name in ("capability", "supervision", "disclosure"):
-            wait_until(
-                lambda name=name: fs.applying(f"{name}-registry", load.prefix),
-                timeout=20,
-                interval=0.02,
-                message=f"{name} to be applying the burst",
-            )
-            killed[name] = fs.kill9(name)
+        # Each is killed the moment it is caught applying, in whatever order that happens: one
+        # waited for in turn could catch up with the whole load while the others were killed.
+        killed: dict[str, int] = {}
+
+        def kill_those_applying() -> bool:
+            for name in ("capability", "supervision", "disclosure"):
+                if name not in killed and fs.applying(f"{name}-registry", load.prefix):
+                    killed[name] = fs.kill9(name)
+            return len(killed) == 3
+
+        try:
+            wait_until(kill_those_applying, timeout=30, interval=0.02, message="each consumer to be applying the burst")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc} (load at {load.completed()} of {FUNCTIONS}, killed: {sorted(killed)})"
+            ) from None
         for name, pid in killed.items():
             fs.wait_restarted(name, pid)
         load.join(timeout=180)
@@ -65,7 +74,7 @@ def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_s
 
     # Every command exactly once in the store, although clients retried after the crashes.
     streams = [f"function-{fid}" for fid in load.done]
-    assert len(streams) == 60
+    assert len(streams) == FUNCTIONS
     stored = fs.sql(
         """SELECT stream_id, stream_version, event_id, event_type FROM registry.events
            WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version""",
@@ -104,7 +113,7 @@ def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_s
            WHERE stream_id = ANY($1) GROUP BY 1""",
         [f"selection-{fid}" for fid in load.done],
     )
-    assert len(selections) == 60 and {r[1] for r in selections} == {1}
+    assert len(selections) == FUNCTIONS and {r[1] for r in selections} == {1}
     policy = load_policy()
     disclosable = {
         str(row["event_id"])
