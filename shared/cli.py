@@ -516,6 +516,10 @@ def audit_verify(
         Path | None, typer.Option(help="checkpoints you kept earlier (JSON, JSON Lines, or GET /audit/checkpoints)")
     ] = None,
     progress_every: Annotated[int, typer.Option(help="a progress line to stderr every N events")] = 10_000,
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="processes checking the chains of a large store (1: this one only) [default: CPUs]"),
+    ] = None,
 ) -> None:
     """Check hash chains, the log, checkpoint roots, signatures and consistency, and Kafka; exit 1 on any failure."""
     from shared import audit
@@ -535,6 +539,7 @@ def audit_verify(
             held_checkpoints=held,
             progress_every=progress_every,
             progress=sys.stderr,
+            jobs=jobs,
         )
     )
     audit.print_report(report)

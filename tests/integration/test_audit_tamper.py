@@ -8,6 +8,7 @@ append-only triggers off inside a transaction, edits, and switches them on again
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import random
 import uuid
@@ -61,9 +62,18 @@ class Built:
     held: list[dict[str, Any]]
     """The checkpoints as the sealer produced them: what an auditor (or Kafka) keeps."""
     sealer: Sealer
+    jobs: int = 1
+    """1: everything in the test's process; 2: the chains in worker processes, even for 11 events."""
 
-    async def verify(self, *, held: bool = False) -> audit.Report:
-        return await audit.verify(self.admin_url, [self.schema], self.keys, held_checkpoints=self.held if held else ())
+    async def verify(self, *, held: bool = False, jobs: int | None = None) -> audit.Report:
+        return await audit.verify(
+            self.admin_url,
+            [self.schema],
+            self.keys,
+            held_checkpoints=self.held if held else (),
+            jobs=jobs or self.jobs,
+            parallel_from=1,
+        )
 
 
 async def note(events: EventStore, stream: str, text: str) -> None:
@@ -80,9 +90,13 @@ async def seal_everything(sealer: Sealer) -> None:
     raise AssertionError(f"sealed {sealer.leaves_loaded} of {expected}")
 
 
-@pytest.fixture
-async def built(service_db: ServiceDb, scratch_dir: Path) -> AsyncIterator[Built]:
-    """s-a: 4 events, s-b: 3, s-c: 2, s-d: 2; checkpoints at 7 and 11; a hole in the positions."""
+@pytest.fixture(params=[1, 2], ids=["one-process", "chain-workers"])
+async def built(request: pytest.FixtureRequest, service_db: ServiceDb, scratch_dir: Path) -> AsyncIterator[Built]:
+    """s-a: 4 events, s-b: 3, s-c: 2, s-d: 2; checkpoints at 7 and 11; a hole in the positions.
+
+    Every test runs twice: verified in one process, and with the chains checked by worker
+    processes over ranges of streams (what a store of ``audit.PARALLEL_FROM`` events gets).
+    """
     events = EventStore(service_db.pool, EVENTS)
     for stream, count in (("s-a", 3), ("s-b", 3), ("s-c", 1)):
         for i in range(count):
@@ -103,7 +117,9 @@ async def built(service_db: ServiceDb, scratch_dir: Path) -> AsyncIterator[Built
     held.append(await sealer.checkpoint(None))
     kept = [c for c in held if c is not None]
     assert [c["tree_size"] for c in kept] == [7, 11]
-    yield Built(service_db.schema, service_db.admin_url, scratch_dir / "keys", lost.position, kept, sealer)
+    yield Built(
+        service_db.schema, service_db.admin_url, scratch_dir / "keys", lost.position, kept, sealer, request.param
+    )
 
 
 async def tamper(built: Built, *statements: tuple[str, Sequence[Any]] | str) -> None:
@@ -153,6 +169,19 @@ async def test_an_untouched_store_verifies(built: Built) -> None:
     assert (summary.events, summary.streams, summary.log_entries, summary.checkpoints) == (11, 4, 11, 2)
     assert summary.external_checkpoints == 2 and summary.unsealed == 0
     assert report.lines()[-1].startswith("OK:")
+
+
+async def test_progress_is_shown_as_the_chains_are_checked(built: Built) -> None:
+    """In one process a line every N events; from the workers, a line whenever their ranges pass a multiple of N."""
+    out = io.StringIO()
+    report = await audit.verify(
+        built.admin_url, [built.schema], built.keys, progress_every=3, progress=out, jobs=built.jobs, parallel_from=1
+    )
+    assert report.ok, report.lines()
+    counts = [int(line.split()[1]) for line in out.getvalue().splitlines() if " events checked (" in line]
+    assert counts == sorted(counts) and len(counts) == len(set(counts)), out.getvalue()
+    assert len(counts) >= 2 and counts[-1] >= 9 and max(counts) <= 11, out.getvalue()
+    assert all(line.startswith(f"{built.schema}: ") for line in out.getvalue().splitlines())
 
 
 async def test_events_after_the_last_seal_are_reported_not_failed(built: Built) -> None:
@@ -323,6 +352,28 @@ async def test_a_consistently_rewritten_history_is_caught_by_the_checkpoints_hel
     assert failure.where == "checkpoint tree_size 7 (held by the auditor)"
     assert "the history was rewritten" in failure.what
     assert any(f.where == "checkpoint tree_size 11 (held by the auditor)" for f in report.failures)
+
+
+async def test_worker_processes_find_what_one_process_finds_in_the_same_order(built: Built) -> None:
+    """Chain failures in (stream, version) order over several ranges of streams, the log's after them."""
+    await tamper(
+        built,
+        "DELETE FROM events WHERE stream_id = 's-a' AND stream_version = 2",
+        """UPDATE events SET payload = '{"text": "changed"}'
+           WHERE stream_id IN ('s-b', 's-d') AND stream_version = 1""",
+        "UPDATE events SET jurisdiction = '510700' WHERE stream_id = 's-c' AND stream_version = 2",
+    )
+    here, workers = await built.verify(jobs=1), await built.verify(jobs=2)
+    assert [(f.where, f.what) for f in workers.failures] == [(f.where, f.what) for f in here.failures]
+    assert workers.failure_count == here.failure_count
+    assert [dataclasses.replace(s, service="") for s in workers.services] == [
+        dataclasses.replace(s, service="") for s in here.services
+    ]
+    wheres = [f.where for f in here.failures]
+    streams = [w.split()[1] for w in wheres if w.startswith("stream ")]
+    assert streams == sorted(streams) and {"s-a", "s-b", "s-c", "s-d"} <= set(streams), here.lines()
+    first_log = next(i for i, w in enumerate(wheres) if w.startswith("log index"))
+    assert all(not w.startswith("stream ") for w in wheres[first_log:]), here.lines()
 
 
 async def test_a_forged_checkpoint_signature_fails(built: Built) -> None:
