@@ -130,20 +130,29 @@ def canonical_bytes(
         "stream_id": stream_id,
         "stream_type": stream_type,
         "stream_version": stream_version,
-        "event_id": str(event_id),
+        "event_id": _uuid_json(event_id),
         "event_type": event_type,
         "schema_version": schema_version,
         "occurred_at": _utc_iso_cached(occurred_at),
         "actor": _actor_document(actor),
         "jurisdiction": jurisdiction,
-        "correlation_id": str(correlation_id),
-        "causation_id": str(causation_id) if causation_id else None,
+        "correlation_id": _uuid_json(correlation_id),
+        "causation_id": None if causation_id is None else _uuid_json(causation_id),
         "payload": payload,
         "prev_hash": prev_hash.hex(),
     }
-    if _orjson_is_exact(payload):  # the other fields are strings, small integers and nulls
+    if _orjson_is_exact(payload):  # the other fields are strings, small integers, nulls and UUIDs
         return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    for name in ("event_id", "correlation_id", "causation_id"):
+        if isinstance(document[name], uuid.UUID):
+            document[name] = str(document[name])
     return rfc8785.dumps(document)  # type: ignore[arg-type]
+
+
+def _uuid_json(value: uuid.UUID) -> uuid.UUID | str:
+    """A UUID as orjson writes it (the same lowercase hyphenated text as ``str``, five times
+    faster), or its text when it is a subclass that orjson does not take (asyncpg's, fast itself)."""
+    return value if type(value) is uuid.UUID else str(value)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -142,8 +142,60 @@ async def append(
             actual_version=current,
         )
     envelopes: list[Envelope] = []
+    sending: asyncio.Future[list[asyncpg.Record]] | None = None
+    try:
+        # A large append goes in chunks, and each chunk is hashed while the server inserts the
+        # one before: the client's hashing and the server's inserting overlap instead of adding up.
+        for first in range(0, len(events), APPEND_CHUNK):
+            chunk = _envelopes(
+                stream_id,
+                stream_type,
+                expected_version + first,
+                events[first : first + APPEND_CHUNK],
+                meta,
+                event_ids[first : first + APPEND_CHUNK] if event_ids else None,
+                prev_hash,
+            )
+            prev_hash = chunk[-1].hash
+            if sending is not None:
+                _complete(envelopes, await sending)
+            envelopes.extend(chunk)
+            sending = asyncio.ensure_future(_insert(conn, stream_id, stream_type, meta, chunk))
+            await asyncio.sleep(0)  # the insert is on its way before the next chunk is hashed
+        if sending is not None:
+            _complete(envelopes, await sending)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "events_stream_version_key":
+            raise ConcurrencyConflict(
+                "wrong_expected_version",
+                f"stream {stream_id} was appended to concurrently; nothing was written",
+                stream_id=stream_id,
+            ) from exc
+        raise
+    finally:
+        if sending is not None and not sending.done():  # hashing failed: let the connection settle
+            with contextlib.suppress(Exception):
+                await sending
+    return envelopes
+
+
+APPEND_CHUNK = 250
+"""Events per INSERT of one append: large enough to amortise a round trip, small enough to overlap."""
+
+
+def _envelopes(
+    stream_id: str,
+    stream_type: str,
+    after_version: int,
+    events: Sequence[Event],
+    meta: Metadata,
+    event_ids: Sequence[uuid.UUID] | None,
+    prev_hash: bytes,
+) -> list[Envelope]:
+    """The envelopes of consecutive events, each hash chained to the one before."""
+    envelopes: list[Envelope] = []
     for index, event in enumerate(events):
-        version = expected_version + index + 1
+        version = after_version + index + 1
         event_id = event_ids[index] if event_ids else uuid.uuid4()
         payload = event.model_dump(mode="json")
         digest = chain_hash(
@@ -184,48 +236,48 @@ async def append(
             )
         )
         prev_hash = digest
-    try:
-        # What one append shares (stream, actor, place, time, correlation) travels once, as
-        # scalars; only what differs per event travels as arrays.
-        rows = await conn.fetch(
-            """INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
-                    schema_version, occurred_at, actor_subject, actor_org, actor_role, actor_jurisdiction,
-                    jurisdiction, correlation_id, causation_id, payload, prev_hash, hash)
-                SELECT $1, $2, e.stream_version, e.event_id, e.event_type, e.schema_version, $3, $4, $5, $6, $7,
-                    $8, $9, $10, e.payload, e.prev_hash, e.hash
-                FROM unnest($11::int[], $12::uuid[], $13::text[], $14::int[], $15::jsonb[], $16::bytea[],
-                    $17::bytea[]) AS e (stream_version, event_id, event_type, schema_version, payload, prev_hash, hash)
-                RETURNING position, recorded_at""",
-            stream_id,
-            stream_type,
-            meta.occurred_at,
-            meta.actor.subject,
-            meta.actor.organisation,
-            meta.actor.role.value,
-            meta.actor.jurisdiction,
-            meta.jurisdiction,
-            meta.correlation_id,
-            meta.causation_id,
-            [e.stream_version for e in envelopes],
-            [e.event_id for e in envelopes],
-            [e.event_type for e in envelopes],
-            [e.schema_version for e in envelopes],
-            [e.payload for e in envelopes],
-            [e.prev_hash for e in envelopes],
-            [e.hash for e in envelopes],
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "events_stream_version_key":
-            raise ConcurrencyConflict(
-                "wrong_expected_version",
-                f"stream {stream_id} was appended to concurrently; nothing was written",
-                stream_id=stream_id,
-            ) from exc
-        raise
-    for envelope, row in zip(envelopes, rows, strict=True):
-        # The envelope is new and not yet shared: the database's position and time complete it.
-        envelope.__dict__.update(position=row["position"], recorded_at=row["recorded_at"])
     return envelopes
+
+
+async def _insert(
+    conn: Connection, stream_id: str, stream_type: str, meta: Metadata, envelopes: Sequence[Envelope]
+) -> list[asyncpg.Record]:
+    """One INSERT of consecutive envelopes; the database's position and time come back."""
+    # What one append shares (stream, actor, place, time, correlation) travels once, as
+    # scalars; only what differs per event travels as arrays.
+    return await conn.fetch(
+        """INSERT INTO events (stream_id, stream_type, stream_version, event_id, event_type,
+                schema_version, occurred_at, actor_subject, actor_org, actor_role, actor_jurisdiction,
+                jurisdiction, correlation_id, causation_id, payload, prev_hash, hash)
+            SELECT $1, $2, e.stream_version, e.event_id, e.event_type, e.schema_version, $3, $4, $5, $6, $7,
+                $8, $9, $10, e.payload, e.prev_hash, e.hash
+            FROM unnest($11::int[], $12::uuid[], $13::text[], $14::int[], $15::jsonb[], $16::bytea[],
+                $17::bytea[]) AS e (stream_version, event_id, event_type, schema_version, payload, prev_hash, hash)
+            RETURNING position, recorded_at""",
+        stream_id,
+        stream_type,
+        meta.occurred_at,
+        meta.actor.subject,
+        meta.actor.organisation,
+        meta.actor.role.value,
+        meta.actor.jurisdiction,
+        meta.jurisdiction,
+        meta.correlation_id,
+        meta.causation_id,
+        [e.stream_version for e in envelopes],
+        [e.event_id for e in envelopes],
+        [e.event_type for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [e.payload for e in envelopes],
+        [e.prev_hash for e in envelopes],
+        [e.hash for e in envelopes],
+    )
+
+
+def _complete(envelopes: list[Envelope], rows: list[asyncpg.Record]) -> None:
+    """Give the last inserted envelopes the database's position and time (they are not yet shared)."""
+    for envelope, row in zip(envelopes[len(envelopes) - len(rows) :], rows, strict=True):
+        envelope.__dict__.update(position=row["position"], recorded_at=row["recorded_at"])
 
 
 async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:

@@ -71,6 +71,38 @@ async def test_append_at_a_stale_version_is_refused_and_writes_nothing(service_d
     assert [e.payload["text"] for e in await store.read_stream(service_db.pool, "s")] == ["one", "two"]
 
 
+async def test_an_append_larger_than_a_chunk_is_one_chain_with_every_position(service_db: ServiceDb) -> None:
+    """A large append goes in several INSERTs, hashed while the previous one is inserted: one chain all the same."""
+    count = 2 * store.APPEND_CHUNK + 17
+    await append_in_tx(service_db.pool, "big", 0, "before")
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        head = await store.stream_head(conn, "big")
+        returned = await store.append(conn, "big", "note", 1, [Noted(text=f"n{i}") for i in range(count)], meta())
+    stored = await store.read_stream(service_db.pool, "big")
+    assert [e.stream_version for e in stored] == list(range(1, count + 2))
+    assert returned == stored[1:]  # positions and times as the database gave them, in order
+    assert returned[0].prev_hash == head[1]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(stored))
+    assert all(e.hash_is_valid() for e in stored)
+    assert [e.payload["text"] for e in stored[1:]] == [f"n{i}" for i in range(count)]
+
+
+async def test_a_later_chunk_that_fails_leaves_nothing_of_the_append(service_db: ServiceDb) -> None:
+    [taken] = await append_in_tx(service_db.pool, "other", 0, "holds an event id")
+    taken_id = (await store.read_stream(service_db.pool, "other"))[0].event_id
+    ids = [uuid.uuid4() for _ in range(store.APPEND_CHUNK + 10)]
+    ids[store.APPEND_CHUNK + 3] = taken_id  # in the second INSERT
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with service_db.pool.acquire() as conn, conn.transaction():
+            await store.append(
+                conn, "partial", "note", 0, [Noted(text=str(i)) for i in range(len(ids))], meta(), event_ids=ids
+            )
+    assert await store.read_stream(service_db.pool, "partial") == []
+    async with service_db.pool.acquire() as conn, conn.transaction():  # the connections are fine
+        [one] = await store.append(conn, "partial", "note", 0, [Noted(text="after")], meta())
+    assert one.stream_version == 1 and taken is not None
+
+
 async def test_update_delete_and_truncate_are_refused_to_the_service_role(service_db: ServiceDb) -> None:
     await append_in_tx(service_db.pool, "s", 0, "kept")
     async with service_db.pool.acquire() as conn:
