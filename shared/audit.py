@@ -386,21 +386,25 @@ class ServiceCheck:
         self._stream_versions: dict[str, int] = {}
         self._pending_unsealed: tuple[str, int] | None = None  # bundle mode: first unsealed before a sealed one
         self._held: list[tuple[str, str]] | None = None
+        self._held_beyond = 0
 
     def fail(self, where: str, what: str) -> None:
-        if self._held is not None:
+        if self._held is None:
+            self.report.fail(self.service, where, what)
+        elif len(self._held) < MAX_FAILURES:
             self._held.append((where, what))
         else:
-            self.report.fail(self.service, where, what)
+            self._held_beyond += 1
 
     def hold_failures(self) -> None:
         """Keep this process's findings back while workers check the chains, which come first."""
-        self._held = []
+        self._held, self._held_beyond = [], 0
 
     def release_failures(self) -> None:
         held, self._held = self._held or [], None
         for where, what in held:
             self.fail(where, what)
+        self.report.failure_count += self._held_beyond
 
     def merge(self, result: ChainResult) -> None:
         """A worker's findings on its range of streams, as if they had been found here."""

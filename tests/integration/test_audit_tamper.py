@@ -376,6 +376,20 @@ async def test_worker_processes_find_what_one_process_finds_in_the_same_order(bu
     assert all(not w.startswith("stream ") for w in wheres[first_log:]), here.lines()
 
 
+async def test_failures_beyond_the_listed_ones_are_counted(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    await tamper(
+        built,
+        "DELETE FROM log_entries WHERE log_index IN (2, 4, 6, 8)",
+        """UPDATE events SET payload = '{"text": "changed"}' WHERE stream_version = 1""",
+    )
+    everything = await built.verify()
+    assert everything.failure_count > 6, everything.lines()
+    monkeypatch.setattr(audit, "MAX_FAILURES", 2)
+    listed = await built.verify()
+    assert listed.failure_count == everything.failure_count
+    assert listed.failures == everything.failures[:2]
+
+
 async def test_a_forged_checkpoint_signature_fails(built: Built) -> None:
     await tamper(built, ("UPDATE checkpoints SET signature = $1 WHERE tree_size = 11", [random.randbytes(64)]))
     failure = first(await built.verify())
