@@ -855,6 +855,7 @@ async def _verify_store(
                 await _check_log(conn, check)
                 jobs = await submitted
                 checked = 0
+                ticker.reached(service, "events", checked)  # the rate counts from here
                 for done in asyncio.as_completed(jobs):
                     checked += (await done).events
                     ticker.reached(service, "events", checked)
