@@ -159,11 +159,13 @@ async def append(
             prev_hash = chunk[-1].hash
             if sending is not None:
                 _complete(envelopes, await sending)
+                sending = None
             envelopes.extend(chunk)
-            sending = asyncio.ensure_future(_insert(conn, stream_id, stream_type, meta, chunk))
-            await asyncio.sleep(0)  # the insert is on its way before the next chunk is hashed
-        if sending is not None:
-            _complete(envelopes, await sending)
+            if first + APPEND_CHUNK >= len(events):  # the last chunk (most appends' only one)
+                _complete(envelopes, await _insert(conn, stream_id, stream_type, meta, chunk))
+            else:
+                sending = asyncio.ensure_future(_insert(conn, stream_id, stream_type, meta, chunk))
+                await asyncio.sleep(0)  # the insert is on its way before the next chunk is hashed
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "events_stream_version_key":
             raise ConcurrencyConflict(
