@@ -65,6 +65,9 @@ class FaultStack:
     pg_home: Path
     pg: EmbeddedPostgres
     broker: EmbeddedBroker
+    tainted: bool = False
+    """Set by a test that leaves what no later test may find (poison on the topics): the next
+    module that asks for the stack gets a new one, whatever order the modules run in."""
 
     # --- processes ------------------------------------------------------------------
 
@@ -396,6 +399,8 @@ def _stop(fs: FaultStack) -> None:
 @pytest.fixture(scope="module")
 def fault_stack(scratch: Callable[[str], Path]) -> FaultStack:
     """The fault stack: started by the first module of this directory that needs it."""
+    if _RUNNING and _RUNNING[0].tainted:
+        _stop(_RUNNING.pop())
     if not _RUNNING:
         _RUNNING.append(_start(scratch))
     fs = _RUNNING[0]

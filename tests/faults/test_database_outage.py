@@ -194,7 +194,13 @@ def test_services_answer_503_during_a_database_outage_and_recover_by_themselves(
     assert sorted(r[0] for r in rows) == sorted(streams) and {r[1] for r in rows} == {1}
     disclosed = fs.value("SELECT count(*) FROM disclosure.events WHERE payload->>'source_stream_id' = ANY($1)", streams)
     assert disclosed == len(streams)
-    assert fs.value("SELECT count(*) FROM disclosure.inbox WHERE outcome <> 'applied'") == 0
+    # Everything of this test was applied; nothing anywhere is left held back. (Dead letters
+    # of other tests' poison records on this shared stack are not this test's concern.)
+    assert (
+        fs.value("SELECT count(*) FROM disclosure.inbox WHERE subject = ANY($1) AND outcome <> 'applied'", streams) == 0
+    )
+    assert fs.value("SELECT count(*) FROM disclosure.inbox WHERE subject = ANY($1)", streams) >= len(streams)
+    assert fs.value("SELECT count(*) FROM disclosure.inbox WHERE outcome = 'held_back'") == 0
 
 
 def test_a_crashed_database_recovers_and_nothing_is_lost_or_doubled(fault_stack: FaultStack) -> None:
