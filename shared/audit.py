@@ -814,7 +814,13 @@ async def _stream_ranges(conn: asyncpg.Connection, events: int, jobs: int) -> li
             "SELECT stream_id FROM events TABLESAMPLE BERNOULLI ($1) REPEATABLE (0) ORDER BY stream_id", percent
         )
     ]
-    bounds = sorted({sample[len(sample) * k // wanted] for k in range(1, wanted)} - {sample[0]} if sample else set())
+    # In the sample's order, which is the database's collation: Python's own order of the
+    # same strings can differ, and ranges cut by it would overlap or leave streams out.
+    bounds: list[str] = []
+    for k in range(1, wanted):
+        bound = sample[len(sample) * k // wanted]
+        if bound != sample[0] and (not bounds or bound != bounds[-1]):
+            bounds.append(bound)
     lows: list[str | None] = [None, *bounds]
     highs: list[str | None] = [*bounds, None]
     return list(zip(lows, highs, strict=True))

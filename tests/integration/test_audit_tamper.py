@@ -419,6 +419,41 @@ async def test_a_bundle_verifies_alone_and_a_changed_one_does_not(built: Built, 
     assert any("stream s-d version 2" in f.where and "starts at version 2" in f.what for f in report.failures)
 
 
+async def test_worker_ranges_follow_the_database_collation(service_db: ServiceDb, scratch_dir: Path) -> None:
+    """Stream ids whose order under the column's collation is not Python's: no stream is checked twice or missed.
+
+    Needs a server with ICU collations (the embedded one has none; set CHENGNENG_TEST_DATABASE_URL).
+    """
+    conn = await db.connect(service_db.admin_url, service_db.schema)
+    try:
+        if not await conn.fetchval("SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'"):
+            pytest.skip("this PostgreSQL has no ICU collations")
+        await conn.execute('ALTER TABLE events ALTER COLUMN stream_id TYPE text COLLATE "und-x-icu"')
+        # The collation sorts s-b before s-C; Python (and C) sort "s-C" before "s-b".
+        assert await conn.fetchval(
+            'SELECT array_agg(s ORDER BY s COLLATE "und-x-icu") FROM unnest($1::text[]) s', ["s-C", "s-b"]
+        ) == [
+            "s-b",
+            "s-C",
+        ]
+    finally:
+        await conn.close()
+    events = EventStore(service_db.pool, EVENTS)
+    for stream in ("s-a", "s-b", "s-C", "s-d"):
+        for i in range(3):
+            await note(events, stream, f"{stream} note {i + 1}")
+    sealer = Sealer(service_db.schema, service_db.pool, service_db.app_url, "127.0.0.1:1", scratch_dir / "keys")
+    await seal_everything(sealer)
+    await sealer.checkpoint(None)
+    for jobs in (1, 2):
+        report = await audit.verify(
+            service_db.admin_url, [service_db.schema], scratch_dir / "keys", jobs=jobs, parallel_from=1
+        )
+        assert report.ok, report.lines()
+        [summary] = report.services
+        assert (summary.events, summary.streams, summary.log_entries) == (12, 4, 12), (jobs, report.lines())
+
+
 def test_proofs_collected_while_streaming_equal_the_reference_proofs() -> None:
     leaves = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(70)]
     pairs = [(m, n) for m in range(1, 70, 3) for n in (m + 1, m + 5, 70) if n <= 70]
