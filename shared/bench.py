@@ -107,6 +107,18 @@ def percentile(samples: Sequence[float], p: float) -> float:
     return ordered[rank] * 1000
 
 
+def median_run(runs: Sequence[Figure], *, worst: Sequence[str] = ()) -> Figure:
+    """The run with the median rate, every run's rate beside it, and the worst of ``worst`` extras
+    (memory growth must hold in every run, not in the median one)."""
+    ordered = sorted(runs, key=lambda f: f.per_s)
+    figure = replace(ordered[len(ordered) // 2], extra=dict(ordered[len(ordered) // 2].extra))
+    if len(runs) > 1:
+        figure.extra["runs_per_s"] = [round(f.per_s) for f in runs]
+    for name in worst:
+        figure.extra[name] = max(f.extra[name] for f in runs)
+    return figure
+
+
 def rss_mb(pid: int | None = None) -> float:
     return psutil.Process(pid or os.getpid()).memory_info().rss / 2**20
 
@@ -508,6 +520,8 @@ class Options:
     reference_url: str | None = None
     unix_socket: bool = False
     audit_at: int = 100_000
+    rounds: int = 3
+    """Runs of each append and replay workload, the two sides alternating; the median counts."""
     kafka: bool = True
     stack: bool = True
     http_commands: int = 2_000
@@ -637,23 +651,18 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
         )
     try:
         if options.wants("append"):
-            say("append: single-event appends ...")
+            say(f"append: single-event appends ({options.rounds} round(s), the sides alternating) ...")
             per_writer = max(1, options.single_appends // options.writers)
-            with profiled(options, "append-single"):
-                seconds, latencies = await ours_single_appends(pool, options.writers, per_writer)
             n = per_writer * options.writers
             single = f"single-event appends, {options.writers} writers"
-            ours = results.add(
-                Figure(
-                    single, "chengneng", n, seconds, n / seconds, percentile(latencies, 50), percentile(latencies, 99)
-                )
-            )
-            if reference is not None:
-                seconds, latencies = await asyncio.to_thread(reference.single_appends, options.writers, per_writer)
-                results.add(
+            runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": []}
+            for _ in range(options.rounds):
+                with profiled(options, "append-single"):
+                    seconds, latencies = await ours_single_appends(pool, options.writers, per_writer)
+                runs["chengneng"].append(
                     Figure(
                         single,
-                        "eventsourcing",
+                        "chengneng",
                         n,
                         seconds,
                         n / seconds,
@@ -661,6 +670,22 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
                         percentile(latencies, 99),
                     )
                 )
+                if reference is not None:
+                    seconds, latencies = await asyncio.to_thread(reference.single_appends, options.writers, per_writer)
+                    runs["eventsourcing"].append(
+                        Figure(
+                            single,
+                            "eventsourcing",
+                            n,
+                            seconds,
+                            n / seconds,
+                            percentile(latencies, 50),
+                            percentile(latencies, 99),
+                        )
+                    )
+            ours = results.add(median_run(runs["chengneng"]))
+            if runs["eventsourcing"]:
+                results.add(median_run(runs["eventsourcing"]))
             ref = results.find(single, "eventsourcing")
             results.target(
                 "single-event appends/s",
@@ -699,35 +724,41 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
                         )
             await analyze(admin_url)
             if options.wants("replay"):
-                say(f"replay: {filled:,} events from the store ...")
-                gc.collect()
-                watch = MemoryWatch()
-                with profiled(options, f"replay-store-{size}"):
-                    count, seconds = await ours_replay(pool, EVENTS, watch)
-                results.add(
-                    Figure(
-                        f"replay from the store, {size:,} events",
-                        "chengneng",
-                        count,
-                        seconds,
-                        count / seconds,
-                        extra={"rss_growth_mb": round(watch.growth_mb, 1), "rss_peak_mb": round(watch.peak_mb, 1)},
-                    )
-                )
-                if reference is not None:
+                say(f"replay: {filled:,} events from the store ({options.rounds} round(s), the sides alternating) ...")
+                workload = f"replay from the store, {size:,} events"
+                runs = {"chengneng": [], "eventsourcing": []}
+                for _ in range(options.rounds):
                     gc.collect()
                     watch = MemoryWatch()
-                    count, seconds = await asyncio.to_thread(reference.replay, watch)
-                    results.add(
+                    with profiled(options, f"replay-store-{size}"):
+                        count, seconds = await ours_replay(pool, EVENTS, watch)
+                    runs["chengneng"].append(
                         Figure(
-                            f"replay from the store, {size:,} events",
-                            "eventsourcing",
+                            workload,
+                            "chengneng",
                             count,
                             seconds,
                             count / seconds,
-                            extra={"rss_growth_mb": round(watch.growth_mb, 1)},
+                            extra={"rss_growth_mb": round(watch.growth_mb, 1), "rss_peak_mb": round(watch.peak_mb, 1)},
                         )
                     )
+                    if reference is not None:
+                        gc.collect()
+                        watch = MemoryWatch()
+                        count, seconds = await asyncio.to_thread(reference.replay, watch)
+                        runs["eventsourcing"].append(
+                            Figure(
+                                workload,
+                                "eventsourcing",
+                                count,
+                                seconds,
+                                count / seconds,
+                                extra={"rss_growth_mb": round(watch.growth_mb, 1)},
+                            )
+                        )
+                for side in runs.values():
+                    if side:
+                        results.add(median_run(side, worst=("rss_growth_mb",)))
             if options.wants("audit") and size == audit_size:
                 say(f"audit: sealing {filled:,} events and verifying ...")
                 keys = options.home / "bench-keys"
@@ -816,6 +847,7 @@ def quick(options: Options) -> Options:
     return replace(
         options,
         sizes=(2_000, 5_000),
+        rounds=1,
         single_appends=800,
         batch_size=500,
         audit_at=5_000,

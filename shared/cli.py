@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -719,6 +719,10 @@ def bench(
     ] = None,
     quick: Annotated[bool, typer.Option(help="small sizes and short runs: checks the bench works (CI)")] = False,
     no_reference: Annotated[bool, typer.Option(help="skip the eventsourcing side")] = False,
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="runs of each append and replay workload, the sides alternating; the median counts"),
+    ] = 3,
     profile: Annotated[Path | None, typer.Option(help="write a pyinstrument profile of each workload here")] = None,
     home: Annotated[
         Path | None, typer.Option(help="state of the bench's own servers [default $CHENGNENG_HOME/bench]")
@@ -748,6 +752,8 @@ def bench(
     )
     if quick:
         options = runner.quick(options)
+    if rounds is not None:
+        options = replace(options, rounds=rounds)
     raise typer.Exit(runner.main(options))
 
 
