@@ -409,8 +409,10 @@ async def replay(
         gc.unfreeze()
         if not reading.done():
             reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+        # Abandoned: the batch read ahead is not wanted. If it failed meanwhile (a caller that
+        # stopped early may close its pool first), its error is nobody's: retrieve it here.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reading
 
 
 FULL_COLLECTION_EVERY = 64

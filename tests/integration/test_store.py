@@ -331,6 +331,26 @@ async def test_replay_yields_every_event_in_batches_and_leaves_the_collector_as_
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
+async def test_a_replay_abandoned_with_its_pool_closed_leaves_no_stray_error(service_db: ServiceDb) -> None:
+    """A caller that breaks out and closes its pool at once: the batch read ahead fails, and nobody hears."""
+    await append_in_tx(service_db.pool, "ahead", 0, *(str(i) for i in range(10)))
+    unheard: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unheard.append(context))
+    try:
+        pool = await db.create_pool(service_db.app_url, service_db.schema)
+        async for _ in store.replay(pool, EventRegistry(Noted), batch_size=2):
+            break  # no aclose(): the generator is finalised later, by the event loop
+        await pool.close()
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+            gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert unheard == [], unheard
+
+
 class _Cycle:
     """An object in a reference cycle, weakly referenceable."""
 
