@@ -720,9 +720,13 @@ def bench(
     quick: Annotated[bool, typer.Option(help="small sizes and short runs: checks the bench works (CI)")] = False,
     no_reference: Annotated[bool, typer.Option(help="skip the eventsourcing side")] = False,
     rounds: Annotated[
-        int,
-        typer.Option(min=1, help="runs of each append and replay workload, the sides alternating; the median counts"),
-    ] = 3,
+        int | None,
+        typer.Option(
+            min=1,
+            help="runs of each append and replay workload, the sides alternating; the median counts "
+            "[default: 3, 1 with --quick]",
+        ),
+    ] = None,
     profile: Annotated[Path | None, typer.Option(help="write a pyinstrument profile of each workload here")] = None,
     home: Annotated[
         Path | None, typer.Option(help="state of the bench's own servers [default $CHENGNENG_HOME/bench]")

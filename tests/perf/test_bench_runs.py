@@ -93,3 +93,22 @@ def test_bad_sizes_stop_the_bench_before_it_starts(given: str, scratch_dir: Path
     assert result.exit_code == 2, result.output
     assert "--sizes" in result.output
     assert not (scratch_dir / "home").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("arguments", "rounds"),
+    [([], 3), (["--quick"], 1), (["--quick", "--rounds", "2"], 2), (["--rounds", "5"], 5)],
+)
+def test_rounds_default_to_three_and_to_one_when_quick(
+    arguments: list[str], rounds: int, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from shared import bench
+    from shared.cli import app
+
+    given: list[bench.Options] = []
+    monkeypatch.setattr(bench, "main", lambda options: given.append(options) or 0)
+    result = CliRunner().invoke(app, ["bench", *arguments, "--home", str(scratch_dir / "home")])
+    assert result.exit_code == 0, result.output
+    assert [options.rounds for options in given] == [rounds]
