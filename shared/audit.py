@@ -137,6 +137,13 @@ class Report:
         if len(self.failures) < MAX_FAILURES:
             self.failures.append(Failure(service, where, what))
 
+    def take(self, failures: Sequence[Failure], count: int) -> None:
+        """Findings made elsewhere (a worker, or held back), in their order; ``count`` also
+        counts those beyond the listed ones."""
+        for failure in failures:
+            self.fail(failure.service, failure.where, failure.what)
+        self.failure_count += count - len(failures)
+
     def lines(self, *, listed: int = 20) -> list[str]:
         """A human summary; on failure the first failure comes first."""
         out: list[str] = []
@@ -179,9 +186,7 @@ class Progress:
         if count == 1:
             self.started[(service, what)] = time.monotonic()
         if self.out is not None and count % self.every == 0:
-            elapsed = time.monotonic() - self.started.get((service, what), time.monotonic())
-            rate = count / max(elapsed, 1e-9)
-            print(f"{service}: {count} {what} checked ({rate:.0f}/s)", file=self.out, flush=True)
+            self._line(service, what, count)
 
     def reached(self, service: str, what: str, count: int) -> None:
         """Progress that comes in jumps (a worker's range at a time): a line when it passes a multiple."""
@@ -189,8 +194,12 @@ class Progress:
         self.started.setdefault(key, time.monotonic())
         if self.out is not None and count // self.every > self.printed.get(key, 0):
             self.printed[key] = count // self.every
-            rate = count / max(time.monotonic() - self.started[key], 1e-9)
-            print(f"{service}: {count} {what} checked ({rate:.0f}/s)", file=self.out, flush=True)
+            self._line(service, what, count)
+
+    def _line(self, service: str, what: str, count: int) -> None:
+        elapsed = time.monotonic() - self.started.get((service, what), time.monotonic())
+        rate = count / max(elapsed, 1e-9)
+        print(f"{service}: {count} {what} checked ({rate:.0f}/s)", file=self.out, flush=True)
 
 
 # --- checkpoints and keys ----------------------------------------------------------------
@@ -385,32 +394,23 @@ class ServiceCheck:
         self._next_index = 0
         self._stream_versions: dict[str, int] = {}
         self._pending_unsealed: tuple[str, int] | None = None  # bundle mode: first unsealed before a sealed one
-        self._held: list[tuple[str, str]] | None = None
-        self._held_beyond = 0
+        self._held: Report | None = None
 
     def fail(self, where: str, what: str) -> None:
-        if self._held is None:
-            self.report.fail(self.service, where, what)
-        elif len(self._held) < MAX_FAILURES:
-            self._held.append((where, what))
-        else:
-            self._held_beyond += 1
+        (self.report if self._held is None else self._held).fail(self.service, where, what)
 
     def hold_failures(self) -> None:
         """Keep this process's findings back while workers check the chains, which come first."""
-        self._held, self._held_beyond = [], 0
+        self._held = Report()
 
     def release_failures(self) -> None:
-        held, self._held = self._held or [], None
-        for where, what in held:
-            self.fail(where, what)
-        self.report.failure_count += self._held_beyond
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.report.take(held.failures, held.failure_count)
 
     def merge(self, result: ChainResult) -> None:
         """A worker's findings on its range of streams, as if they had been found here."""
-        for failure in result.failures:
-            self.report.fail(failure.service, failure.where, failure.what)
-        self.report.failure_count += result.failure_count - len(result.failures)
+        self.report.take(result.failures, result.failure_count)
         self.summary.streams += result.streams
         self.summary.events += result.events
         self.summary.unsealed += result.unsealed

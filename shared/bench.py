@@ -197,15 +197,15 @@ class Results:
 
 async def fresh_schema(admin_url: str, schema: str, *, migrate: bool = True) -> None:
     """Drop and create ``schema``, with the core migrations (events, log, checkpoints ...) unless not ``migrate``."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        if not migrate:
-            await conn.execute(f"CREATE SCHEMA {schema}")
-    finally:
-        await conn.close()
+    await db.drop_service(admin_url, schema)
     if migrate:
         await db.migrate(admin_url, schema, [])
+        return
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
 
 
 def meta() -> store.Metadata:

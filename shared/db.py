@@ -329,6 +329,19 @@ async def migrate(
     return applied
 
 
+async def drop_service(admin_url: str, service: str) -> None:
+    """Undo ``migrate``: the service's schema with everything in it, and its role if any."""
+    role = role_name(service)
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {service} CASCADE")
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f"DROP OWNED BY {role}")
+            await conn.execute(f"DROP ROLE {role}")
+    finally:
+        await conn.close()
+
+
 async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None) -> None:
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     if not exists:

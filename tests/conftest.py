@@ -104,20 +104,7 @@ async def service_db(pg_admin_url: str) -> AsyncIterator[ServiceDb]:
         yield ServiceDb(pg_admin_url, schema, url, pool)
     finally:
         await pool.close()
-        await _drop_service(pg_admin_url, schema)
-
-
-async def _drop_service(admin_url: str, schema: str) -> None:
-    """Leave an existing server (CHENGNENG_TEST_DATABASE_URL) as it was: no schema or role per test."""
-    conn = await asyncpg.connect(admin_url)
-    try:
-        role = db.role_name(schema)
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-            await conn.execute(f"DROP OWNED BY {role}")
-            await conn.execute(f"DROP ROLE {role}")
-    finally:
-        await conn.close()
+        await db.drop_service(pg_admin_url, schema)  # an existing server is left as it was
 
 
 # --- the whole stack -------------------------------------------------------------------
