@@ -241,17 +241,37 @@ def app_url(admin_url: str, service: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
 
 
-def _json_text(value: Any) -> str:
+def _json_bytes(value: Any) -> bytes:
     """JSON for a json/jsonb parameter: orjson, or the standard library for what orjson refuses."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError: e.g. integers beyond 64 bits, non-string keys
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json_text(value: Any) -> str:
+    return _json_bytes(value).decode()
+
+
+def _jsonb_binary(value: Any) -> bytes:
+    """jsonb's binary wire form: a version byte (1), then the JSON text."""
+    return b"\x01" + _json_bytes(value)
+
+
+def _jsonb_parse(data: bytes) -> Any:
+    """Parse jsonb's binary wire form. orjson reads the UTF-8 bytes as they come: the text
+    form would first be decoded into a ``str`` that orjson then encodes again, which cost a
+    quarter of reading an event's payload."""
+    if data[:1] != b"\x01":
+        raise ValueError(f"unknown jsonb wire format version {data[:1]!r}")
+    return orjson.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(type_name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_binary, decoder=_jsonb_parse, schema="pg_catalog", format="binary"
+    )
 
 
 async def connect(url: str, schema: str) -> asyncpg.Connection:

@@ -7,14 +7,13 @@ not hashed. Each event's hash covers the previous event's hash, so a stream is a
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import rfc8785
 
@@ -31,9 +30,14 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """One event as stored: identity, stream place, who/where/why, payload and hash chain."""
+class Envelope(msgspec.Struct, frozen=True):
+    """One event as stored: identity, stream place, who/where/why, payload and hash chain.
+
+    A frozen msgspec struct, not a frozen dataclass: stores, replays and audits build
+    millions of envelopes, and a struct is built in C (0.7 µs from a database row, against
+    2 µs for a dataclass filled through its dictionary). Copies with changes go through
+    ``msgspec.structs.replace``.
+    """
 
     stream_id: str
     stream_type: str
@@ -51,18 +55,6 @@ class Envelope:
     hash: bytes
     position: int | None = None
     recorded_at: datetime | None = None
-
-    @classmethod
-    def of(cls, *values: Any) -> Envelope:
-        """Build from all sixteen field values in declaration order, without the frozen ``__init__``.
-
-        A frozen dataclass sets each field through ``object.__setattr__`` (about 7 µs for
-        sixteen); stores, replays and audits build millions of envelopes, so they fill the
-        instance's dictionary at once. The instance is as immutable as any other.
-        """
-        envelope = object.__new__(cls)
-        envelope.__dict__.update(zip(_FIELD_NAMES, values, strict=True))
-        return envelope
 
     def canonical(self) -> bytes:
         return canonical_bytes(
@@ -104,9 +96,6 @@ class Envelope:
             "prev_hash": self.prev_hash.hex(),
             "hash": self.hash.hex(),
         }
-
-
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Envelope))
 
 
 def canonical_bytes(

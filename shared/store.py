@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from shared.db import Connection
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
@@ -82,7 +83,7 @@ def envelope_from_record(record: asyncpg.Record) -> Envelope:
         prev_hash,
         hash_,
     ) = record[:_WIDTH]
-    return Envelope.of(
+    return Envelope(
         stream_id,
         stream_type,
         stream_version,
@@ -218,7 +219,7 @@ def _envelopes(
             )
         )
         envelopes.append(
-            Envelope.of(
+            Envelope(
                 stream_id,
                 stream_type,
                 version,
@@ -279,7 +280,8 @@ async def _insert(
 def _complete(envelopes: list[Envelope], rows: list[asyncpg.Record]) -> None:
     """Give the last inserted envelopes the database's position and time (they are not yet shared)."""
     for envelope, row in zip(envelopes[len(envelopes) - len(rows) :], rows, strict=True):
-        envelope.__dict__.update(position=row["position"], recorded_at=row["recorded_at"])
+        msgspec.structs.force_setattr(envelope, "position", row["position"])
+        msgspec.structs.force_setattr(envelope, "recorded_at", row["recorded_at"])
 
 
 async def read_stream(conn: Connection | asyncpg.Pool, stream_id: str) -> list[Envelope]:
@@ -318,7 +320,12 @@ async def read_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int)
     (transaction id, position) order up to the horizon therefore never skips an event.
     Only the sealer tails this way; everyone else follows its dense log (``read_log``).
     """
-    rows = await conn.fetch(
+    return [(_cursor(r), envelope_from_record(r)) for r in await _rows_after(conn, after, limit)]
+
+
+async def _rows_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int) -> list[asyncpg.Record]:
+    """The rows ``read_after`` reads: ``COLUMNS``, then the transaction id."""
+    return await conn.fetch(
         f"""SELECT {COLUMNS}, xact_id::text::bigint AS xid FROM events
             WHERE (xact_id, position) > ($1::text::xid8, $2::bigint) AND {_VISIBLE}
             ORDER BY xact_id, position LIMIT $3""",
@@ -326,8 +333,11 @@ async def read_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int)
         after[1],
         limit,
     )
-    # By position (xid follows COLUMNS; position is the first of them): millions of rows in a replay.
-    return [((r[_WIDTH], r[0]), envelope_from_record(r)) for r in rows]
+
+
+def _cursor(row: asyncpg.Record) -> Cursor:
+    # By position (the transaction id follows COLUMNS; position is the first of them).
+    return (row[_WIDTH], row[0])
 
 
 async def read_versions(conn: Connection | asyncpg.Pool, stream_id: str, first: int, below: int) -> list[Envelope]:
@@ -384,7 +394,8 @@ async def replay(
     """
     ahead = isinstance(conn, asyncpg.Pool)
     after = START
-    reading = asyncio.ensure_future(read_after(conn, after, batch_size))
+    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
+    decode = registry.decode
     decoded: list[tuple[Envelope, Event]] = []
     try:
         for number in itertools.count(1):
@@ -393,18 +404,20 @@ async def replay(
                 if number % FULL_COLLECTION_EVERY == 0:
                     decoded = []
                     gc.collect()
-                batch = await reading
-                if not batch:
+                rows = await reading
+                if not rows:
                     break
-                after = batch[-1][0]
+                after = _cursor(rows[-1])
                 if ahead:
-                    reading = asyncio.ensure_future(read_after(conn, after, batch_size))
-                decoded = [(e, registry.decode(e.event_type, e.schema_version, e.payload)) for _, e in batch]
-                del batch
+                    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
+                decoded = [
+                    (e, decode(e.event_type, e.schema_version, e.payload)) for e in map(envelope_from_record, rows)
+                ]
+                del rows
                 gc.freeze()
             yield decoded
             if not ahead:
-                reading = asyncio.ensure_future(read_after(conn, after, batch_size))
+                reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
     finally:
         gc.unfreeze()
         if not reading.done():

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -231,7 +232,7 @@ async def test_a_forged_row_with_a_good_chain_below_the_last_seal_is_named(built
     conn = await db.connect(built.admin_url, built.schema)
     try:
         [head] = [e for e in await store.read_stream(conn, "s-c") if e.stream_version == 2]
-        forged = dataclasses.replace(
+        forged = msgspec.structs.replace(
             head,
             stream_version=3,
             event_id=uuid.uuid4(),
@@ -239,7 +240,7 @@ async def test_a_forged_row_with_a_good_chain_below_the_last_seal_is_named(built
             prev_hash=head.hash,
             position=built.gap_position,
         )
-        forged = dataclasses.replace(forged, hash=_rehash(forged))
+        forged = msgspec.structs.replace(forged, hash=_rehash(forged))
         assert forged.hash_is_valid()
         # The forger also gives the row an old transaction id, to hide it among sealed history.
         old_xid = await conn.fetchval("SELECT xact_id::text FROM events WHERE position = $1", head.position)
@@ -294,8 +295,8 @@ async def _rewrite_history(built: Built) -> dict[int, bytes]:
     for env in envelopes:
         if env.stream_id == "s-a" and env.stream_version >= 2:
             payload = {"text": "s-a: what we wish we had written"} if env.stream_version == 2 else env.payload
-            env = dataclasses.replace(env, payload=payload, prev_hash=prev.hash if prev else env.prev_hash)
-            env = dataclasses.replace(env, hash=_rehash(env))
+            env = msgspec.structs.replace(env, payload=payload, prev_hash=prev.hash if prev else env.prev_hash)
+            env = msgspec.structs.replace(env, hash=_rehash(env))
         rewritten.append(env)
         prev = env
     by_position = {e.position: e for e in rewritten}

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import itertools
+import json
 import uuid
 import weakref
 from datetime import UTC, datetime
@@ -357,3 +358,39 @@ class _Cycle:
     def __init__(self, other: Any) -> None:
         self.other = other
         other.append(self)
+
+
+JSON_VALUES: list[tuple[Any, str]] = [
+    ({"title": "德阳市科协 承接职能", "nested": {"list": [1, 2.5, None, True, "é"]}, "empty": {}}, "object"),
+    ([], "array"),
+    ("plain text", "string"),
+    (-(2**53 - 1), "number"),
+]
+
+
+@pytest.mark.parametrize(("value", "json_type"), JSON_VALUES, ids=["document", "empty-list", "string", "min-int"])
+async def test_jsonb_and_json_values_come_back_as_they_went_in(
+    service_db: ServiceDb, value: Any, json_type: str
+) -> None:
+    """jsonb travels in its binary wire form (a version byte, then UTF-8 text), json as text."""
+    async with service_db.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT $1::jsonb", value) == value
+        assert await conn.fetchval("SELECT $1::json", value) == value
+        # The server stored the document itself, not the version byte or an escaped string.
+        assert await conn.fetchval("SELECT jsonb_typeof($1::jsonb)", value) == json_type
+        assert await conn.fetchval("SELECT $1::jsonb = $2::text::jsonb", value, json.dumps(value)) is True
+
+
+async def test_stored_payloads_read_back_equal_through_every_reader(service_db: ServiceDb) -> None:
+    text = "完成第三季度评价工作 — 通过率 95%"
+    await append_in_tx(service_db.pool, "payload-1", 0, text, text + "!")
+    async with service_db.pool.acquire() as conn:
+        stored = await store.read_stream(conn, "payload-1")
+        raw = await conn.fetch("SELECT payload::text FROM events WHERE stream_id = 'payload-1' ORDER BY stream_version")
+    assert [e.payload for e in stored] == [{"text": text}, {"text": text + "!"}]
+    assert [r[0] for r in raw] == [
+        '{"text": "完成第三季度评价工作 — 通过率 95%"}',
+        '{"text": "完成第三季度评价工作 — 通过率 95%!"}',
+    ]
+    tailed = [e for _, e in await store.read_after(service_db.pool, store.START, 10)]
+    assert tailed == stored

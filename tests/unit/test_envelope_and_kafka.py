@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
+from shared.db import _jsonb_parse
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
 from shared.kafka import MalformedMessage, OutgoingMessage, from_record, to_message
 from shared.principal import Principal, Role
@@ -105,14 +106,29 @@ def test_changing_a_protected_field_changes_the_hash(field: str, value: Any) -> 
 def test_a_stored_envelope_whose_payload_was_altered_fails_its_hash_check() -> None:
     stored = envelope()
     assert stored.hash_is_valid()
-    tampered = dataclasses.replace(stored, payload={**stored.payload, "title": "改"})
+    tampered = msgspec.structs.replace(stored, payload={**stored.payload, "title": "改"})
     assert not tampered.hash_is_valid()
 
 
 def test_position_and_recorded_at_are_not_hashed() -> None:
     stored = envelope()
-    moved = dataclasses.replace(stored, position=999, recorded_at=OCCURRED + timedelta(seconds=3))
+    moved = msgspec.structs.replace(stored, position=999, recorded_at=OCCURRED + timedelta(seconds=3))
     assert moved.hash_is_valid()
+
+
+def test_an_envelope_cannot_be_changed_in_place() -> None:
+    stored = envelope()
+    with pytest.raises(AttributeError):
+        stored.payload = {"title": "改"}  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        stored.extra = 1  # type: ignore[attr-defined]
+    assert stored == envelope() and stored != msgspec.structs.replace(stored, position=43)
+
+
+def test_jsonb_in_an_unknown_wire_version_is_refused() -> None:
+    assert _jsonb_parse(b'\x01{"a": [1, "\xc3\xa9"]}') == {"a": [1, "é"]}
+    with pytest.raises(ValueError, match="jsonb wire format version"):
+        _jsonb_parse(b'\x02{"a": 1}')
 
 
 def test_a_naive_occurred_at_is_refused() -> None:
