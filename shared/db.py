@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -267,8 +268,35 @@ def _jsonb_parse(data: bytes) -> Any:
     return orjson.loads(data[1:])
 
 
+def _timestamptz_text(value: datetime) -> str:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise TypeError(f"a timestamptz must be a datetime with its zone, not {value!r}")
+    return value.isoformat()
+
+
+def _timestamptz_parse(text: str) -> datetime:
+    """A timestamptz from the server's ISO text, in UTC.
+
+    asyncpg builds a datetime from the binary form through a timedelta, which cost more than
+    the rest of an event row's columns together; the C parser of ISO text takes a fifth of
+    that. The server writes ISO text under the default ``DateStyle`` (set on every
+    connection); the zone is the session's, so other zones are brought to UTC, as asyncpg's
+    own decoder does.
+    """
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+_SESSION = {"DateStyle": "ISO, MDY"}
+"""PostgreSQL's default date style, whatever the server's configuration: timestamptz values
+are read as ISO text (see ``_timestamptz_parse``)."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "timestamptz", encoder=_timestamptz_text, decoder=_timestamptz_parse, schema="pg_catalog", format="text"
+    )
     await conn.set_type_codec(
         "jsonb", encoder=_jsonb_binary, decoder=_jsonb_parse, schema="pg_catalog", format="binary"
     )
@@ -276,7 +304,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str, schema: str) -> asyncpg.Connection:
     """One connection with the JSON codecs and the service schema on the search path."""
-    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema, **_SESSION})
     await _init_connection(conn)
     return conn
 
@@ -288,7 +316,7 @@ async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
-        server_settings={"search_path": schema, "application_name": f"chengneng-{schema}"},
+        server_settings={"search_path": schema, "application_name": f"chengneng-{schema}", **_SESSION},
         command_timeout=30,
     )
     assert pool is not None

@@ -394,3 +394,30 @@ async def test_stored_payloads_read_back_equal_through_every_reader(service_db: 
     ]
     tailed = [e for _, e in await store.read_after(service_db.pool, store.START, 10)]
     assert tailed == stored
+
+
+async def test_timestamps_come_back_in_utc_whatever_the_session_zone(service_db: ServiceDb) -> None:
+    """timestamptz is read as the server's ISO text; a session in another zone still gives UTC."""
+    moment = datetime(2026, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
+    conn = await db.connect(service_db.app_url, service_db.schema)
+    try:
+        assert await conn.fetchval("SHOW DateStyle") == "ISO, MDY"
+        for zone in ("UTC", "Asia/Shanghai", "America/St_Johns"):
+            await conn.execute(f"SET TimeZone = '{zone}'")
+            back = await conn.fetchval("SELECT $1::timestamptz", moment)
+            assert back == moment and back.tzinfo is UTC, zone
+            assert await conn.fetchval("SELECT $1::timestamptz = '2026-03-14 15:09:26.535897+00'", moment)
+        await append_in_tx(service_db.pool, "times-1", 0, "a")
+        [stored] = await store.read_stream(conn, "times-1")
+        assert stored.recorded_at is not None and stored.recorded_at.tzinfo is UTC
+        assert abs((stored.recorded_at - datetime.now(UTC)).total_seconds()) < 60
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("value", [datetime(2026, 3, 14, 15, 9), datetime(2026, 3, 14).date()], ids=["naive", "date"])
+async def test_a_timestamp_without_its_zone_is_refused(service_db: ServiceDb, value: Any) -> None:
+    async with service_db.pool.acquire() as conn:
+        with pytest.raises(asyncpg.DataError, match="a timestamptz must be a datetime with its zone"):
+            await conn.fetchval("SELECT $1::timestamptz", value)
+        assert await conn.fetchval("SELECT 1") == 1  # the connection is still usable
