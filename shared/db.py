@@ -269,9 +269,10 @@ def _jsonb_parse(data: bytes) -> Any:
 
 
 def _timestamptz_text(value: datetime) -> str:
+    """A moment as ISO text in UTC: PostgreSQL refuses offsets beyond ±15:59 that Python allows."""
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise TypeError(f"a timestamptz must be a datetime with its zone, not {value!r}")
-    return value.isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def _timestamptz_parse(text: str) -> datetime:

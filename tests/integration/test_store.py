@@ -9,7 +9,7 @@ import itertools
 import json
 import uuid
 import weakref
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -407,6 +407,9 @@ async def test_timestamps_come_back_in_utc_whatever_the_session_zone(service_db:
             back = await conn.fetchval("SELECT $1::timestamptz", moment)
             assert back == moment and back.tzinfo is UTC, zone
             assert await conn.fetchval("SELECT $1::timestamptz = '2026-03-14 15:09:26.535897+00'", moment)
+        # Python allows offsets up to a day; PostgreSQL's text input only up to ±15:59.
+        odd = datetime(1149, 2, 26, 4, 51, 20, 544010, tzinfo=timezone(timedelta(hours=16, minutes=32)))
+        assert await conn.fetchval("SELECT $1::timestamptz", odd) == odd
         await append_in_tx(service_db.pool, "times-1", 0, "a")
         [stored] = await store.read_stream(conn, "times-1")
         assert stored.recorded_at is not None and stored.recorded_at.tzinfo is UTC
