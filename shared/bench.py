@@ -719,7 +719,7 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
                     ref_filled += ref_batches * options.batch_size
                     fill_events["eventsourcing"] += ref_batches * options.batch_size
                     fill_seconds["eventsourcing"] += seconds
-            await analyze(admin_url)
+            await settle(admin_url)
             if options.wants("replay"):
                 say(f"replay: {filled:,} events from the store ({options.rounds} round(s), the sides alternating) ...")
                 workload = f"replay from the store, {size:,} events"
@@ -829,13 +829,17 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
             reference.close()
 
 
-async def analyze(admin_url: str) -> None:
-    """Fresh planner statistics after a bulk fill, as autovacuum would soon give them."""
+async def settle(admin_url: str) -> None:
+    """After a bulk fill, do what autovacuum would soon do: vacuum and analyze both sides' tables.
+
+    Otherwise the first reads of new rows write their hint bits, and autovacuum works
+    through the fill while the replays are measured, on one side or the other.
+    """
     conn = await asyncpg.connect(admin_url)
     try:
-        await conn.execute(f"ANALYZE {SCHEMA}.events")
+        await conn.execute(f"VACUUM (ANALYZE) {SCHEMA}.events")
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{ES_SCHEMA}.stored_events"):
-            await conn.execute(f"ANALYZE {ES_SCHEMA}.stored_events")
+            await conn.execute(f"VACUUM (ANALYZE) {ES_SCHEMA}.stored_events")
     finally:
         await conn.close()
 
