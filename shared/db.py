@@ -283,6 +283,9 @@ def _timestamptz_parse(text: str) -> datetime:
     a fifth of that. The server writes ISO text under the default ``DateStyle`` (set on
     every connection) in the session's zone; other zones are brought to UTC, which is what
     asyncpg's own decoder gives.
+
+    The price: asyncpg reads row values (``ROW(...)``, a whole-row reference) only in binary,
+    so a timestamptz inside one fails to decode, loudly. Select such fields as columns.
     """
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)

@@ -418,6 +418,20 @@ async def test_timestamps_come_back_in_utc_whatever_the_session_zone(service_db:
         await conn.close()
 
 
+async def test_a_timestamp_inside_a_row_value_fails_loudly_and_its_columns_read_fine(service_db: ServiceDb) -> None:
+    """The price of reading timestamptz as text: asyncpg decodes row values in binary only."""
+    await append_in_tx(service_db.pool, "times-2", 0, "a")
+    async with service_db.pool.acquire() as conn:
+        with pytest.raises(ValueError):
+            await conn.fetchval("SELECT ROW(stream_id, recorded_at) FROM events WHERE stream_id = 'times-2'")
+        row = await conn.fetchrow("SELECT stream_id, recorded_at FROM events WHERE stream_id = 'times-2'")
+        assert row is not None and row["recorded_at"].tzinfo is UTC
+        assert await conn.fetchval("SELECT ROW(stream_id, stream_version) FROM events WHERE stream_id = 'times-2'") == (
+            "times-2",
+            1,
+        )
+
+
 @pytest.mark.parametrize("value", [datetime(2026, 3, 14, 15, 9), datetime(2026, 3, 14).date()], ids=["naive", "date"])
 async def test_a_timestamp_without_its_zone_is_refused(service_db: ServiceDb, value: Any) -> None:
     async with service_db.pool.acquire() as conn:
