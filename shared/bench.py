@@ -656,32 +656,18 @@ async def store_workloads(options: Options, admin_url: str, results: Results) ->
             n = per_writer * options.writers
             single = f"single-event appends, {options.writers} writers"
             runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": []}
+
+            def single_run(system: str, seconds: float, latencies: list[float]) -> None:
+                p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+                runs[system].append(Figure(single, system, n, seconds, n / seconds, p50, p99))
+
             for _ in range(options.rounds):
                 with profiled(options, "append-single"):
-                    seconds, latencies = await ours_single_appends(pool, options.writers, per_writer)
-                runs["chengneng"].append(
-                    Figure(
-                        single,
-                        "chengneng",
-                        n,
-                        seconds,
-                        n / seconds,
-                        percentile(latencies, 50),
-                        percentile(latencies, 99),
-                    )
-                )
+                    single_run("chengneng", *await ours_single_appends(pool, options.writers, per_writer))
                 if reference is not None:
-                    seconds, latencies = await asyncio.to_thread(reference.single_appends, options.writers, per_writer)
-                    runs["eventsourcing"].append(
-                        Figure(
-                            single,
-                            "eventsourcing",
-                            n,
-                            seconds,
-                            n / seconds,
-                            percentile(latencies, 50),
-                            percentile(latencies, 99),
-                        )
+                    single_run(
+                        "eventsourcing",
+                        *await asyncio.to_thread(reference.single_appends, options.writers, per_writer),
                     )
             ours = results.add(median_run(runs["chengneng"]))
             if runs["eventsourcing"]:
