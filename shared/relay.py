@@ -51,6 +51,8 @@ HELD = Gauge(
 REPUBLISHES = Counter("chengneng_relay_republish_total", "Times the relay restarted from the store", ["service"])
 
 STALL_WARNING_S = 10.0
+MARKER_COMMIT_TIMEOUT_S = 15.0
+"""How long the marker's commit may take before the relay starts afresh (see ``_write_marker``)."""
 MARKER_REFRESH_S = 3600.0
 """How often an intact marker is written again, so that the broker's offset retention (days,
 for a group without members) never expires it."""
@@ -304,5 +306,18 @@ class Relay:
         await self._write_marker(marker)
 
     async def _write_marker(self, marker: AIOKafkaConsumer) -> None:
-        await marker.commit({TopicPartition(self.topic, 0): OffsetAndMetadata(0, "chengneng relay marker")})
+        """Commit the marker, or fail within ``MARKER_COMMIT_TIMEOUT_S``.
+
+        After the broker restarted empty, aiokafka retries a commit to the topic it no longer
+        knows for as long as it takes, and only the relay's own check would create the topic
+        again: the relay would stop here for good. Failing hands it back to ``keep_running``,
+        which starts it afresh.
+        """
+        commit = marker.commit({TopicPartition(self.topic, 0): OffsetAndMetadata(0, "chengneng relay marker")})
+        try:
+            await asyncio.wait_for(commit, MARKER_COMMIT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise RuntimeError(
+                f"the relay's marker on {self.topic} was not committed within {MARKER_COMMIT_TIMEOUT_S} s"
+            ) from exc
         self._marker_written_at = time.monotonic()

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 
 from shared import kafka, store
+from shared import relay as relay_module
 from shared.consumer import InboxConsumer
 from shared.embedded import EmbeddedBroker, start_broker
 from shared.kafka import IncomingEvent
@@ -283,3 +284,28 @@ async def test_a_consumer_creates_the_dead_letter_topic_before_any_poison_arrive
         assert {topic, kafka.DEADLETTER_TOPIC} <= await kafka.existing_topics(broker.bootstrap)
     finally:
         broker.stop()
+
+
+async def test_a_marker_commit_after_the_broker_restarted_empty_fails_instead_of_holding_the_relay(
+    service_db: ServiceDb, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka retries a commit to a topic the restarted broker no longer knows, forever."""
+    monkeypatch.setattr(relay_module, "MARKER_COMMIT_TIMEOUT_S", 2.0, raising=False)
+    own = start_broker(scratch_dir / "broker")
+    relay = Relay(service_db.schema, service_db.pool, service_db.app_url, service_db.schema, own.bootstrap)
+    marker = AIOKafkaConsumer(
+        bootstrap_servers=own.bootstrap, group_id=f"chengneng.relay.{service_db.schema}", enable_auto_commit=False
+    )
+    try:
+        async with kafka.admin_client(own.bootstrap) as admin:
+            await kafka.ensure_topics(admin, [relay.topic], partitions=1, replication=1)
+        await marker.start()
+        marker.assign([TopicPartition(relay.topic, 0)])  # as the relay's broker check does
+        await relay._write_marker(marker)
+        await asyncio.to_thread(own.restart)  # memory storage: comes back empty
+        with pytest.raises(RuntimeError, match=r"marker on \S+ was not committed within 2\.0 s"):
+            await asyncio.wait_for(relay._write_marker(marker), 30)
+    finally:
+        with contextlib.suppress(Exception):
+            await marker.stop()
+        own.stop()
