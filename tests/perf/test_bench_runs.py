@@ -59,8 +59,20 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
         if workload.startswith(("single-event appends", "replay from the store")):
             assert len(figure["extra"]["runs_per_s"]) == 2, figure
             assert figure["per_s"] == pytest.approx(max(figure["extra"]["runs_per_s"]), abs=1), figure
-    # Both sides ran the same workloads and the ratio is reported for each.
+    # Both sides ran the same workloads and the ratio is reported for each: where they ran in
+    # rounds, the median of the rounds' own ratios (here the mean of two).
     assert {r["workload"] for r in document["side_by_side"]} >= {w for w, s in figures if s == "eventsourcing"}
+    for row in document["side_by_side"]:
+        ours, theirs = figures[(row["workload"], "chengneng")], figures[(row["workload"], "eventsourcing")]
+        if row["workload"].startswith(("single-event appends", "replay from the store")):
+            paired = [a / b for a, b in zip(ours["extra"]["runs_per_s"], theirs["extra"]["runs_per_s"], strict=True)]
+            assert row["ratio"] == pytest.approx(sum(paired) / 2, rel=0.01), (row, paired)
+        else:
+            assert row["ratio"] == pytest.approx(ours["per_s"] / theirs["per_s"]), row
+    # Each replay says what an event cost the client and the (embedded) server in CPU.
+    for (workload, _), figure in figures.items():
+        if workload.startswith("replay from the store"):
+            assert figure["extra"]["client_cpu_us"] > 0 and figure["extra"]["server_cpu_us"] > 0, figure
     # Every event written was read back by the replays (singles + batches), and audit verify is clean.
     replays = [f for f in document["figures"] if f["workload"].startswith("replay from the store")]
     assert all(f["events"] >= int(f["workload"].split(", ")[1].split(" ")[0].replace(",", "")) for f in replays)
