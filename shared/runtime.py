@@ -92,8 +92,9 @@ class ServiceDefinition:
     """How a stored event becomes a Kafka record; default the internal CloudEvent mapping."""
 
 
-def service_context(request: Request) -> ServiceContext:
-    """FastAPI dependency: the running service's context."""
+async def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context (``async``: a plain ``def`` would go
+    through FastAPI's thread pool on every request)."""
     context: ServiceContext = request.app.state.context
     return context
 

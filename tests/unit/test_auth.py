@@ -13,10 +13,14 @@ from typing import Any
 
 import jwt
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from shared.auth import ISSUER, ensure_keypair, issue_token, load_private_key, load_public_key, verify_token
 from shared.errors import NotAuthenticated
+from shared.http import CurrentPrincipal
 from shared.principal import Principal, Role
 
 ALICE = Principal(subject="alice", organisation="dept-x", role=Role.DEPARTMENT, jurisdiction="510600")
@@ -213,3 +217,22 @@ def test_no_token_may_carry_the_system_role(tmp_path: Path) -> None:
     with pytest.raises(NotAuthenticated) as refused:
         verify_token(load_public_key(public), forged_by_key_holder)
     assert refused.value.code == "token_invalid"
+
+
+def test_the_request_s_log_context_carries_the_principal_its_token_names(
+    private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey
+) -> None:
+    """``current_principal`` binds who is acting for the request's log lines; bound in a worker
+    thread's copy of the context (a sync dependency), it never reached the endpoint."""
+    app = FastAPI()
+    app.state.public_key = public_key
+
+    @app.get("/who")
+    async def who(principal: CurrentPrincipal) -> dict[str, Any]:
+        return {"subject": principal.subject, "logged_as": structlog.contextvars.get_contextvars().get("principal")}
+
+    token = issue_token(private_key, ALICE)
+    with TestClient(app) as client:
+        answer = client.get("/who", headers={"Authorization": f"Bearer {token}"}).json()
+    structlog.contextvars.clear_contextvars()
+    assert answer == {"subject": "alice", "logged_as": "alice"}
