@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from shared.auth import ISSUER, ensure_keypair, issue_token, load_private_key, load_public_key, verify_token
 from shared.errors import NotAuthenticated
@@ -231,8 +232,11 @@ def test_the_request_s_log_context_carries_the_principal_its_token_names(
     async def who(principal: CurrentPrincipal) -> dict[str, Any]:
         return {"subject": principal.subject, "logged_as": structlog.contextvars.get_contextvars().get("principal")}
 
-    token = issue_token(private_key, ALICE)
-    with TestClient(app) as client:
-        answer = client.get("/who", headers={"Authorization": f"Bearer {token}"}).json()
-    structlog.contextvars.clear_contextvars()
+    async def ask() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://chengneng.test") as client:
+            response = await client.get("/who", headers={"Authorization": f"Bearer {issue_token(private_key, ALICE)}"})
+        return response.json()
+
+    answer = asyncio.run(ask())
     assert answer == {"subject": "alice", "logged_as": "alice"}
