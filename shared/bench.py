@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -144,7 +145,7 @@ def cpu_seconds(server: psutil.Process | None) -> tuple[float, float]:
 def cpu_per_event(before: tuple[float, float], after: tuple[float, float], events: int) -> dict[str, float]:
     """Microseconds of client and server CPU per event between two ``cpu_seconds`` readings."""
     figures = {"client_cpu_us": round(1e6 * (after[0] - before[0]) / events, 1)}
-    if after[1] == after[1]:  # not NaN
+    if not math.isnan(after[1]):
         figures["server_cpu_us"] = round(1e6 * (after[1] - before[1]) / events, 1)
     return figures
 

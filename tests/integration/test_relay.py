@@ -290,7 +290,7 @@ async def test_a_marker_commit_after_the_broker_restarted_empty_fails_instead_of
     service_db: ServiceDb, scratch_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """aiokafka retries a commit to a topic the restarted broker no longer knows, forever."""
-    monkeypatch.setattr(relay_module, "MARKER_COMMIT_TIMEOUT_S", 2.0, raising=False)
+    monkeypatch.setattr(relay_module, "MARKER_COMMIT_TIMEOUT_S", 2.0)
     own = start_broker(scratch_dir / "broker")
     relay = Relay(service_db.schema, service_db.pool, service_db.app_url, service_db.schema, own.bootstrap)
     marker = AIOKafkaConsumer(
