@@ -69,10 +69,13 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
             assert row["ratio"] == pytest.approx(sum(paired) / 2, rel=0.01), (row, paired)
         else:
             assert row["ratio"] == pytest.approx(ours["per_s"] / theirs["per_s"]), row
-    # Each replay says what an event cost the client and the (embedded) server in CPU.
-    for (workload, _), figure in figures.items():
-        if workload.startswith("replay from the store"):
-            assert figure["extra"]["client_cpu_us"] > 0 and figure["extra"]["server_cpu_us"] > 0, figure
+    # Each replay says what an event cost the client and the (embedded) server in CPU. CPU
+    # times come in clock ticks (10 ms): one quick replay can cost the server less than a tick,
+    # so only the server's total over the replays must show.
+    replayed = [f for (w, _), f in figures.items() if w.startswith("replay from the store")]
+    for figure in replayed:
+        assert figure["extra"]["client_cpu_us"] > 0 and figure["extra"]["server_cpu_us"] >= 0, figure
+    assert sum(f["extra"]["server_cpu_us"] * f["events"] for f in replayed) > 0, replayed
     # Every event written was read back by the replays (singles + batches), and audit verify is clean.
     replays = [f for f in document["figures"] if f["workload"].startswith("replay from the store")]
     assert all(f["events"] >= int(f["workload"].split(", ")[1].split(" ")[0].replace(",", "")) for f in replays)
