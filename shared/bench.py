@@ -495,6 +495,19 @@ async def seal_everything(pool: asyncpg.Pool, dsn: str, bootstrap: str | None, k
     return sealed
 
 
+async def lag_checks(pool: asyncpg.Pool, calls: int = 50) -> list[float]:
+    """Seconds each of ``calls`` relay lag checks took on the sealed bench log.
+
+    An idle relay checks its lag several times a second, so this must not grow with history.
+    """
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await store.log_lag(pool, 0)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 async def audit_rate(admin_url: str, keys_dir: Path) -> tuple[int, float, bool]:
     from shared import audit
 
@@ -793,6 +806,18 @@ async def store_workloads(
                 say(f"audit: sealing {filled:,} events and verifying ...")
                 keys = options.home / "bench-keys"
                 await seal_everything(pool, admin_url, None, keys)
+                checks = await lag_checks(pool)
+                results.add(
+                    Figure(
+                        f"relay's lag check, {filled:,} events sealed",
+                        "chengneng",
+                        len(checks),
+                        sum(checks),
+                        len(checks) / sum(checks),
+                        percentile(checks, 50),
+                        percentile(checks, 99),
+                    )
+                )
                 with profiled(options, "audit-verify"):
                     count, seconds, ok = await audit_rate(admin_url, keys)
                 results.add(Figure("audit verify", "chengneng", count, seconds, count / seconds, extra={"ok": ok}))

@@ -167,7 +167,7 @@ class Relay:
                 except BrokerLostLog as exc:
                     await self._start_over(marker, reason=str(exc))
                 continue
-            behind, held = await self._lag(position)
+            behind, held = await store.log_lag(self.pool, position)
             LAG.labels(self.service).set(behind)
             HELD.labels(self.service).set(held)
             if held:
@@ -216,12 +216,6 @@ class Relay:
         )
         PUBLISHED.labels(self.service).inc(len(batch))
         log.debug("published", service=self.service, count=len(batch), position=last)
-
-    async def _lag(self, position: int) -> tuple[int, int]:
-        """(events not yet published, of which not yet sealed or held back by the horizon)."""
-        sealed = int(await self.pool.fetchval("SELECT count(*) FROM log_entries"))
-        total = int(await self.pool.fetchval("SELECT count(*) FROM events"))
-        return total - position, total - sealed
 
     async def position(self) -> int:
         value = await self.pool.fetchval("SELECT position FROM relay_positions WHERE name = $1", self.name)

@@ -6,7 +6,7 @@ Appends never lock the table. Concurrent writers to one stream race on the uniqu
 Tailing uses the transaction-id horizon: a row is handed to a tail only once every
 transaction older than the oldest one still running has finished, so a position taken
 early but committed late is never skipped. The horizon is cluster-wide: one long
-transaction anywhere holds every tail back, which ``tail_lag`` makes visible.
+transaction anywhere holds every tail back, which ``log_lag`` makes visible.
 """
 
 from __future__ import annotations
@@ -443,17 +443,28 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def tail_lag(conn: Connection | asyncpg.Pool, after: Cursor) -> tuple[int, int]:
-    """(events after the cursor, of which held back by the horizon)."""
+async def log_lag(conn: Connection | asyncpg.Pool, published: int) -> tuple[int, int]:
+    """(events not yet published, of which not yet sealed), for a relay at log index ``published``.
+
+    Counted from the ends, never over the whole history: an idle relay asks this several
+    times a second, and a store of millions of events must not cost it a table scan each
+    time. The log index is dense, so the sealed events number its highest index plus one;
+    every event up to the sealer's cursor is sealed, so the unsealed ones lie after it
+    (held back by the horizon, or just not reached yet), less the few sealed early as a
+    stream's missing predecessor.
+    """
+    cursor = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
+    after: Cursor = (int(cursor["xid"]), int(cursor["position"])) if cursor else START
+    # The cursor goes in as parameters, not as a subquery: the planner must see its values
+    # to walk the tail index from there rather than scan the table.
     row = await conn.fetchrow(
-        f"""SELECT count(*) AS behind, count(*) FILTER (WHERE NOT ({_VISIBLE})) AS held
-            FROM events WHERE (xact_id, position) > ($1::text::xid8, $2::bigint)""",
+        """SELECT (SELECT coalesce(max(log_index) + 1, 0) FROM log_entries) AS sealed,
+                  count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM log_entries l WHERE l.position = e.position))
+                      AS unsealed
+           FROM events e WHERE (e.xact_id, e.position) > ($1::text::xid8, $2::bigint)""",
         str(after[0]),
         after[1],
     )
     assert row is not None
-    return int(row["behind"]), int(row["held"])
-
-
-async def last_position(conn: Connection | asyncpg.Pool) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    sealed, unsealed = int(row["sealed"]), int(row["unsealed"])
+    return sealed - published + unsealed, unsealed

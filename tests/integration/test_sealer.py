@@ -34,9 +34,8 @@ def sealer_for(service_db: ServiceDb) -> Sealer:
     return Sealer(service_db.schema, service_db.pool, service_db.app_url, "unused:9092", keys)
 
 
-async def test_a_stream_enters_the_log_in_version_order_even_when_transaction_ids_are_inverted(
-    service_db: ServiceDb,
-) -> None:
+async def write_inverted_stream(service_db: ServiceDb) -> None:
+    """Versions 1 and 2 of ``case-1``, version 2 with the smaller transaction id."""
     early = await service_db.pool.acquire()
     late = await service_db.pool.acquire()
     try:
@@ -54,6 +53,12 @@ async def test_a_stream_enters_the_log_in_version_order_even_when_transaction_id
     finally:
         await service_db.pool.release(early)
         await service_db.pool.release(late)
+
+
+async def test_a_stream_enters_the_log_in_version_order_even_when_transaction_ids_are_inverted(
+    service_db: ServiceDb,
+) -> None:
+    await write_inverted_stream(service_db)
     tail_order = [e.stream_version for _, e in await store.read_after(service_db.pool, store.START, 10)]
     assert tail_order == [2, 1]  # what the transaction-id order alone would give
 
@@ -66,6 +71,50 @@ async def test_a_stream_enters_the_log_in_version_order_even_when_transaction_id
     assert [r["stream_version"] for r in logged] == [1, 2]
     assert all(bytes(r["leaf_hash"]) == merkle.leaf_hash(bytes(r["hash"])) for r in logged)
     assert await sealer.seal_pending() == 0  # nothing is sealed twice
+
+
+async def test_the_relay_s_lag_counts_the_events_not_yet_sealed_and_not_yet_published(
+    service_db: ServiceDb,
+) -> None:
+    pool = service_db.pool
+    sealer = sealer_for(service_db)
+    assert await store.log_lag(pool, 0) == (0, 0)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, "s-a", "note", 0, [Noted(text="a1"), Noted(text="a2")], meta())
+    assert await store.log_lag(pool, 0) == (2, 2)  # before the sealer ever ran
+
+    held = await pool.acquire()
+    try:
+        holding = held.transaction()
+        await holding.start()  # takes a transaction id, and so holds the horizon
+        await held.execute(
+            "INSERT INTO inbox (consumer, event_id, source, event_type) VALUES ('c', $1, 's', 't')", uuid.uuid4()
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append(conn, "s-b", "note", 0, [Noted(text=f"b{n}") for n in range(3)], meta())
+        assert await sealer.seal_pending() == 2  # s-b waits behind the open transaction
+        assert await store.log_lag(pool, 0) == (5, 3)
+        assert await store.log_lag(pool, 2) == (3, 3)  # what was sealed is published
+        await store.append(held, "s-c", "note", 0, [Noted(text="c1")], meta())
+        await holding.commit()
+    finally:
+        await pool.release(held)
+    while await sealer.seal_pending():
+        pass
+    assert await store.log_lag(pool, 2) == (4, 0)
+    assert await store.log_lag(pool, 6) == (0, 0)
+
+
+async def test_the_relay_s_lag_leaves_out_a_predecessor_sealed_ahead_of_the_sealer_s_cursor(
+    service_db: ServiceDb,
+) -> None:
+    await write_inverted_stream(service_db)
+    sealer = sealer_for(service_db)
+    sealer.batch_size = 1
+    assert await sealer.seal_pending() == 1  # read version 2, sealed version 1 with it
+    assert await service_db.pool.fetchval("SELECT count(*) FROM log_entries") == 2
+    assert await store.log_lag(service_db.pool, 0) == (2, 0)  # version 1 is past the cursor, but sealed
+    assert await store.log_lag(service_db.pool, 2) == (0, 0)
 
 
 async def test_a_predecessor_beyond_the_batch_is_sealed_first(service_db: ServiceDb) -> None:

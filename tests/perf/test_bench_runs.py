@@ -47,6 +47,7 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
         "replay from the store",
         "replay from the topic",
         "audit verify",
+        "relay's lag check",
         "state as of a moment",
         "registry commands over HTTP",
         "end to end",
@@ -81,6 +82,8 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
     assert all(f["events"] >= int(f["workload"].split(", ")[1].split(" ")[0].replace(",", "")) for f in replays)
     [audit] = [f for f in document["figures"] if f["workload"] == "audit verify"]
     assert audit["extra"]["ok"] is True
+    [lag] = [f for f in document["figures"] if f["workload"].startswith("relay's lag check")]
+    assert lag["events"] == 50 and 0 < lag["p50_ms"] <= lag["p99_ms"], lag
     [e2e] = [f for f in document["figures"] if f["workload"].startswith("end to end")]
     assert e2e["extra"]["failed"] == 0 and e2e["extra"]["not_received"] == 0, e2e
     [http] = [f for f in document["figures"] if f["workload"].startswith("registry commands")]
