@@ -190,12 +190,16 @@ class Sealer:
             for envelope in fresh:
                 by_stream.setdefault(envelope.stream_id, []).append(envelope)
             if by_stream:
+                # Each stream's highest sealed version, found from its newest version down:
+                # a stream enters the log in version order, so the walk stops at the first
+                # sealed one, however long the stream's history.
                 heads = {
-                    r["stream_id"]: r["version"]
+                    r["stream_id"]: r["version"] or 0
                     for r in await conn.fetch(
-                        """SELECT e.stream_id, max(e.stream_version) AS version
-                           FROM log_entries l JOIN events e USING (position)
-                           WHERE e.stream_id = ANY($1::text[]) GROUP BY e.stream_id""",
+                        """SELECT s.stream_id,
+                                  (SELECT e.stream_version FROM events e JOIN log_entries l USING (position)
+                                    WHERE e.stream_id = s.stream_id ORDER BY e.stream_version DESC LIMIT 1) AS version
+                           FROM unnest($1::text[]) AS s(stream_id)""",
                         list(by_stream),
                     )
                 }
