@@ -159,7 +159,9 @@ class Relay:
             entries = await store.read_log(self.pool, position, self.batch_size)
             if entries:
                 # A broker restart can be invisible to the producer (it reconnects and the topic
-                # is auto-created), so the broker's memory is checked before every batch.
+                # is auto-created), so the broker's memory is checked before every batch. Checking
+                # only at the interval above was tried (issue 9): under load, records sent to the
+                # new broker before the next check were acknowledged, then missing from the topic.
                 if await self._check_broker(producer, marker, admin):
                     continue
                 try:
