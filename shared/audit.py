@@ -842,8 +842,7 @@ async def _verify_store(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         stored = [Checkpoint.from_row(r) for r in await conn.fetch("SELECT * FROM checkpoints ORDER BY tree_size")]
         check = ServiceCheck(service, report, ticker, key, stored, external)
-        last_row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
-        last_sealed = (int(last_row["xid"]), int(last_row["position"])) if last_row else (0, 0)
+        last_sealed = await store.sealer_cursor(conn)
         events = int(await conn.fetchval("SELECT count(*) FROM events")) if workers else 0
         if workers is None or events < parallel_from:
             await _check_chains(conn, check, (None, None), last_sealed)

@@ -174,8 +174,7 @@ class Sealer:
         lacks is sealed with it. The cursor of what was read is stored with the entries.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
-            cursor: store.Cursor = (int(row["xid"]), int(row["position"])) if row else store.START
+            cursor = await store.sealer_cursor(conn)
             read = await store.read_after(conn, cursor, self.batch_size)
             if not read:
                 return 0

@@ -443,6 +443,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+async def sealer_cursor(conn: Connection | asyncpg.Pool) -> Cursor:
+    """Where the sealer has read up to: every event up to it is in the log."""
+    row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
+    return (int(row["xid"]), int(row["position"])) if row else START
+
+
 async def log_lag(conn: Connection | asyncpg.Pool, published: int) -> tuple[int, int]:
     """(events not yet published, of which not yet sealed), for a relay at log index ``published``.
 
@@ -453,8 +459,7 @@ async def log_lag(conn: Connection | asyncpg.Pool, published: int) -> tuple[int,
     (held back by the horizon, or just not reached yet), less the few sealed early as a
     stream's missing predecessor.
     """
-    cursor = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")
-    after: Cursor = (int(cursor["xid"]), int(cursor["position"])) if cursor else START
+    after = await sealer_cursor(conn)
     # The cursor goes in as parameters, not as a subquery: the planner must see its values
     # to walk the tail index from there rather than scan the table.
     row = await conn.fetchrow(
