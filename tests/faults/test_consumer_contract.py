@@ -14,8 +14,8 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from shared import kafka
-from shared.consumer import HeldRecord, InboxConsumer, contract_violation
+from shared import db, kafka
+from shared.consumer import HANDLER_ATTEMPTS, TOGETHER, HeldRecord, InboxConsumer, contract_violation
 from shared.envelope import Envelope
 from shared.kafka import IncomingEvent
 from shared.messages import Event, EventRegistry
@@ -41,10 +41,15 @@ def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def record(  # type: ignore[type-arg]
-    payload: dict[str, Any], *, version: int = 2, event_type: str = "Noted", stream_version: int = 1
+    payload: dict[str, Any],
+    *,
+    version: int = 2,
+    event_type: str = "Noted",
+    stream_version: int = 1,
+    stream_id: str = "note-1",
 ) -> ConsumerRecord:
     envelope = Envelope(
-        stream_id="note-1",
+        stream_id=stream_id,
         stream_type="note",
         stream_version=stream_version,
         event_id=uuid.uuid4(),
@@ -87,6 +92,11 @@ class Recorder:
 
     async def handle(self, r: ConsumerRecord) -> None:  # type: ignore[type-arg]
         await self.consumer._handle(r, producer=None)  # type: ignore[arg-type]
+
+    async def handle_batch(self, records: list[ConsumerRecord]) -> None:  # type: ignore[type-arg]
+        """As the consumer handles what one fetch returned: held-back events first."""
+        await self.consumer._release_ready(producer=None)  # type: ignore[arg-type]
+        await self.consumer._handle_batch(records, producer=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -165,9 +175,12 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def stream(*texts: str) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+def stream(*texts: str, stream_id: str = "note-1") -> list[ConsumerRecord]:  # type: ignore[type-arg]
     """One record per text, versions 1, 2, ... of the same stream."""
-    return [record({"text": t, "language": "zh"}, stream_version=v) for v, t in enumerate(texts, start=1)]
+    return [
+        record({"text": t, "language": "zh"}, stream_version=v, stream_id=stream_id)
+        for v, t in enumerate(texts, start=1)
+    ]
 
 
 async def inbox_rows(service_db: ServiceDb) -> list[tuple[Any, ...]]:
@@ -309,3 +322,207 @@ async def test_a_held_back_event_whose_predecessor_was_applied_elsewhere_is_rele
     assert recorder.consumer._holding is False
     assert REGISTRY.get_sample_value("chengneng_consumer_held_back", held_now) == 0
     assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
+
+
+# --- a fetched batch, applied together ---------------------------------------------------
+
+
+async def noted_table(service_db: ServiceDb) -> None:
+    """A table for handlers to write to, so a test sees what a transaction kept."""
+    conn = await asyncpg.connect(service_db.admin_url)
+    try:
+        await conn.execute(
+            f"""CREATE TABLE {service_db.schema}.noted (text text PRIMARY KEY);
+                GRANT SELECT, INSERT ON {service_db.schema}.noted TO {db.role_name(service_db.schema)}"""
+        )
+    finally:
+        await conn.close()
+
+
+async def note(conn: Any, event: IncomingEvent) -> None:
+    await conn.execute("INSERT INTO noted (text) VALUES ($1)", event.data["text"])
+
+
+async def noted(service_db: ServiceDb) -> set[str]:
+    return {r[0] for r in await service_db.pool.fetch("SELECT text FROM noted")}
+
+
+async def transactions(service_db: ServiceDb) -> int:
+    """How many transactions wrote the inbox rows of applied events."""
+    return int(await service_db.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM inbox WHERE outcome = 'applied'"))
+
+
+def batches(recorder: Recorder, how: str) -> float:
+    return (
+        REGISTRY.get_sample_value("chengneng_consumer_batches_total", {"consumer": recorder.consumer.name, "how": how})
+        or 0
+    )
+
+
+def interleaved() -> list[ConsumerRecord]:  # type: ignore[type-arg]
+    """Three versions each of two streams, as two partitions' records come in one fetch."""
+    a, b = stream("甲1", "甲2", "甲3", stream_id="note-a"), stream("乙1", "乙2", "乙3", stream_id="note-b")
+    return [a[0], a[1], b[0], a[2], b[1], b[2]]
+
+
+async def test_a_plain_batch_is_applied_in_one_transaction_and_each_stream_in_order(service_db: ServiceDb) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+        await note(conn, event)
+
+    await noted_table(service_db)
+    recorder = Recorder(service_db, handler)
+    records = interleaved()
+    await recorder.handle_batch(records)
+    assert seen == ["甲1", "甲2", "乙1", "甲3", "乙2", "乙3"] and recorder.dead == []
+    assert await transactions(service_db) == 1
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (1, 0)
+    await recorder.handle_batch(records)  # delivered again: the batch goes one by one and changes nothing
+    assert len(seen) == 6 and await transactions(service_db) == 1
+    assert batches(recorder, "one_by_one") == 1
+
+
+async def test_a_batch_continuing_streams_applied_before_is_applied_together(service_db: ServiceDb) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first = interleaved()
+    await recorder.handle_batch(first[:3])  # 甲1 甲2 乙1
+    await recorder.handle_batch(first[3:])  # 甲3 乙2 乙3: their predecessors are in the inbox
+    assert seen == ["甲1", "甲2", "乙1", "甲3", "乙2", "乙3"]
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (2, 0)
+    assert await transactions(service_db) == 2
+
+
+async def test_a_long_fetch_is_applied_in_transactions_of_at_most_together_events(service_db: ServiceDb) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    count = 2 * TOGETHER + 3
+    await recorder.handle_batch(stream(*(str(n) for n in range(count))))
+    assert seen == [str(n) for n in range(count)]
+    assert await transactions(service_db) == 3
+
+
+async def test_an_event_ahead_of_its_stream_in_a_batch_is_held_back_then_applied_in_order(
+    service_db: ServiceDb,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second = stream("一", "二")
+    other = stream("三", stream_id="note-c")[0]
+    await recorder.handle_batch([second, other, first])
+    assert seen == ["三", "一", "二"] and recorder.dead == []
+    assert batches(recorder, "one_by_one") == 1 and batches(recorder, "together") == 0
+    assert await inbox_rows(service_db) == [(1, "applied", False), (1, "applied", False), (2, "applied", False)]
+
+
+async def test_a_handler_failure_in_a_batch_rolls_the_batch_back_and_dead_letters_only_its_event(
+    service_db: ServiceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    calls: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        calls.append(event.data["text"])
+        await note(conn, event)
+        if event.data["text"] == "坏":
+            raise RuntimeError("cannot apply")
+
+    await noted_table(service_db)
+    recorder = Recorder(service_db, handler)
+    good, bad, after = stream("好", "坏", "后")
+    await recorder.handle_batch([good, bad, after])
+    # The batch ran 好 and 坏 and was rolled back; then one by one: 好 once, 坏 until it is
+    # dead-lettered (its writes rolled back each time), and 后, whose predecessor was dead-lettered.
+    assert calls == ["好", "坏", "好", *["坏"] * HANDLER_ATTEMPTS, "后"]
+    assert len(recorder.dead) == 1 and "cannot apply" in recorder.dead[0]
+    assert await noted(service_db) == {"好", "后"}
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "deadlettered", False), (3, "applied", False)]
+
+
+async def test_a_malformed_record_in_a_batch_is_dead_lettered_and_the_rest_applied(service_db: ServiceDb) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second = stream("一", "二")
+    broken = record({"text": "x"})  # no language: breaks the schema
+    await recorder.handle_batch([first, broken, second])
+    assert seen == ["一", "二"]
+    assert len(recorder.dead) == 1 and "does not match its schema" in recorder.dead[0]
+    assert batches(recorder, "one_by_one") == 1
+
+
+async def test_a_record_fetched_twice_in_one_batch_is_applied_once(service_db: ServiceDb) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    first, second = stream("一", "二")
+    await recorder.handle_batch([first, second, second])
+    assert seen == ["一", "二"] and recorder.dead == []
+
+
+async def test_a_batch_another_instance_applied_part_of_meanwhile_keeps_nothing_twice(service_db: ServiceDb) -> None:
+    """Two instances of a consumer during a rebalance: the other one commits events of this
+    batch while this batch runs. The batch is rolled back and the rest applied one by one."""
+    await noted_table(service_db)
+    first, second, third = stream("一", "二", "三")
+    elsewhere: list[str] = []
+
+    async def note_elsewhere(conn: Any, event: IncomingEvent) -> None:
+        elsewhere.append(event.data["text"])
+
+    other = Recorder(service_db, note_elsewhere)
+    calls: list[str] = []
+
+    async def racing(conn: Any, event: IncomingEvent) -> None:
+        calls.append(event.data["text"])
+        if event.data["text"] == "二" and not elsewhere:  # the other instance gets there first
+            await other.handle(first)
+            await other.handle(second)
+        await note(conn, event)
+
+    recorder = Recorder(service_db, racing)
+    other.consumer.name = recorder.consumer.name
+    await recorder.handle_batch([first, second, third])
+    assert calls == ["一", "二", "三", "三"]  # the batch, then one by one only 三 was new
+    assert elsewhere == ["一", "二"]
+    assert await noted(service_db) == {"三"}  # the batch's own writes were rolled back
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
+    assert batches(recorder, "one_by_one") == 1
+
+
+async def test_a_database_outage_during_a_batch_is_waited_out_and_the_batch_applied_together(
+    service_db: ServiceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    monkeypatch.setattr("shared.resilience.asyncio.sleep", _no_sleep)
+    calls: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        calls.append(event.data["text"])
+        if len(calls) == 2:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    recorder = Recorder(service_db, handler)
+    await recorder.handle_batch(stream("一", "二", "三"))
+    assert calls == ["一", "二", "一", "二", "三"] and recorder.dead == []
+    assert batches(recorder, "together") == 1 and await transactions(service_db) == 1
