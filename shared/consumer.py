@@ -324,7 +324,7 @@ class InboxConsumer:
 
     async def _handle_batch(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:  # type: ignore[type-arg]
         """Apply a fetched batch in one transaction per ``TOGETHER`` events when none of it
-        needs care; otherwise record by record, the careful way, which the try never changes.
+        needs care; otherwise record by record, the careful way (a failed try leaves nothing).
 
         Most batches are plain: well-formed events, new to this consumer, each after its
         predecessor. One event per transaction cost about six round trips to the database
@@ -333,16 +333,13 @@ class InboxConsumer:
         for start in range(0, len(records), TOGETHER):
             chunk = records[start : start + TOGETHER]
             if len(chunk) > 1 and not self._holding:
-                events = [event for reason, event in map(self._read, chunk) if reason is None and event is not None]
+                events = [e for reason, e in (read_record(r, self.sources) for r in chunk) if reason is None and e]
                 if len(events) == len(chunk) and await self._patiently(functools.partial(self.apply_together, events)):
                     BATCHES.labels(self.name, "together").inc()
                     continue
                 BATCHES.labels(self.name, "one_by_one").inc()
             for record in chunk:
                 await self._handle(record, producer)
-
-    def _read(self, record: ConsumerRecord) -> tuple[str | None, IncomingEvent | None]:  # type: ignore[type-arg]
-        return read_record(record, self.sources)
 
     async def apply_together(self, events: list[IncomingEvent]) -> bool:
         """Apply events in one transaction if each is new and follows its predecessor (seen
@@ -352,8 +349,10 @@ class InboxConsumer:
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    # Look before writing, as ``apply`` does: the handlers' first append
-                    # should give the transaction its id.
+                    # Look before writing, as ``apply`` does. Later handlers read streams after
+                    # the first append gave the transaction its id, as a retried append does:
+                    # a reaction reads only the stream it appends to, and the sealer puts each
+                    # stream in version order whatever the transaction ids.
                     if not await self._all_new_and_in_order(conn, events):
                         return False
                     for event in events:
