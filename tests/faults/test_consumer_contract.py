@@ -1,6 +1,7 @@
 """The inbox consumer on a real PostgreSQL: a database outage is never the event's failure,
-the contract with the producer is checked (and old versions upcast) before the handler, and
-each stream is applied in order."""
+the contract with the producer is checked (and old versions upcast) before the handler,
+each stream is applied in order, and what one fetch returns is applied in one transaction
+when nothing in it needs the careful way."""
 
 from __future__ import annotations
 
