@@ -4,8 +4,8 @@ Kafka delivers at least once (and an embedded broker that restarted delivers
 everything again), so each consumer records the ids it has applied in its own
 database, in the same transaction as the effect: a redelivered event changes nothing.
 Offsets are committed to Kafka only after the database commit. What one fetch returns is
-applied in one transaction when none of it needs care (every event new, each after its
-predecessor); otherwise, and whenever that try fails, one record at a time.
+applied in one transaction when none of it needs care (every event new or applied before,
+each after its predecessor); otherwise, and whenever that try fails, one record at a time.
 
 A record that is not a well-formed event, that breaks the consumer's contract with its
 producer (a source, event type or schema version it does not know, or a payload that does
@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -326,9 +327,10 @@ class InboxConsumer:
         """Apply a fetched batch in one transaction per ``TOGETHER`` events when none of it
         needs care; otherwise record by record, the careful way (a failed try leaves nothing).
 
-        Most batches are plain: well-formed events, new to this consumer, each after its
-        predecessor. One event per transaction cost about six round trips to the database
-        even for events a consumer only notes; together they cost a handful per batch.
+        Most batches are plain: well-formed events, new to this consumer (or, after a broker
+        restart, applied before), each after its predecessor. One event per transaction cost
+        about six round trips to the database even for events a consumer only notes; together
+        they cost a handful per batch.
         """
         for start in range(0, len(records), TOGETHER):
             chunk = records[start : start + TOGETHER]
@@ -342,10 +344,11 @@ class InboxConsumer:
                 await self._handle(record, producer)
 
     async def apply_together(self, events: list[IncomingEvent]) -> bool:
-        """Apply events in one transaction if each is new and follows its predecessor (seen
-        before, or earlier among them); True if applied. False, with nothing applied, when any
-        needs the one-by-one path: a redelivery, an event ahead of its stream, a handler that
-        failed, another instance that applied one first. A database outage is raised."""
+        """Apply events in one transaction if each is new or applied before, and follows its
+        predecessor (seen before, or earlier among them); True if done. False, with nothing
+        applied, when any needs the one-by-one path: one held back or dead-lettered before,
+        an event ahead of its stream, a handler that failed, another instance that applied one
+        first. A database outage is raised."""
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -353,9 +356,11 @@ class InboxConsumer:
                     # the first append gave the transaction its id, as a retried append does:
                     # a reaction reads only the stream it appends to, and the sealer puts each
                     # stream in version order whatever the transaction ids.
-                    if not await self._all_new_and_in_order(conn, events):
+                    applied = await self._applied_before_if_in_order(conn, events)
+                    if applied is None:
                         return False
-                    for event in events:
+                    fresh = [e for e in events if e.event_id not in applied]
+                    for event in fresh:
                         structlog.contextvars.bind_contextvars(
                             correlation_id=str(event.correlation_id), event_id=str(event.event_id)
                         )
@@ -374,13 +379,13 @@ class InboxConsumer:
                                RETURNING 1)
                            SELECT count(*) FROM recorded""",
                         self.name,
-                        [e.event_id for e in events],
-                        [e.source for e in events],
-                        [e.event_type for e in events],
-                        [e.subject for e in events],
-                        [e.stream_version for e in events],
+                        [e.event_id for e in fresh],
+                        [e.source for e in fresh],
+                        [e.event_type for e in fresh],
+                        [e.subject for e in fresh],
+                        [e.stream_version for e in fresh],
                     )
-                    if recorded != len(events):
+                    if recorded != len(fresh):
                         raise _AppliedConcurrently()
             except _AppliedConcurrently:
                 return False
@@ -389,15 +394,17 @@ class InboxConsumer:
                     raise
                 log.info("batch applied one by one instead", consumer=self.name, error=repr(exc))
                 return False
-        APPLIED.labels(self.name).inc(len(events))
+        APPLIED.labels(self.name).inc(len(fresh))
+        DUPLICATES.labels(self.name).inc(len(applied))
         return True
 
-    async def _all_new_and_in_order(self, conn: Connection, events: list[IncomingEvent]) -> bool:
-        """Whether no event was seen before (in any outcome) and each one's predecessor was
-        applied or dead-lettered before, or comes earlier among ``events``."""
+    async def _applied_before_if_in_order(self, conn: Connection, events: list[IncomingEvent]) -> set[uuid.UUID] | None:
+        """The ids among ``events`` this consumer applied before (a redelivery, after a broker
+        restart the whole history), if every other one is new and each event's predecessor was
+        applied or dead-lettered before, or comes earlier among ``events``; else None."""
         ids = [e.event_id for e in events]
         if len(set(ids)) != len(ids):
-            return False
+            return None
         needed: set[tuple[str, str, int]] = set()
         if self.ordered:
             among: set[tuple[str, str, int]] = set()
@@ -406,7 +413,10 @@ class InboxConsumer:
                     needed.add((e.source, e.subject, e.stream_version - 1))
                 among.add((e.source, e.subject, e.stream_version))
         row = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])) AS seen,
+            """WITH seen AS (SELECT event_id, outcome = 'applied' AND subject IS NOT NULL AS plainly_applied
+                             FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[]))
+               SELECT (SELECT coalesce(array_agg(event_id), '{}') FROM seen WHERE plainly_applied) AS applied,
+                      (SELECT count(*) FROM seen WHERE NOT plainly_applied) AS otherwise,
                       (SELECT count(*) FROM unnest($3::text[], $4::text[], $5::int[]) AS p(source, subject, version)
                         WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = $1 AND i.source = p.source
                                       AND i.subject = p.subject AND i.stream_version = p.version
@@ -417,7 +427,9 @@ class InboxConsumer:
             [subject for _, subject, _ in needed],
             [version for _, _, version in needed],
         )
-        return row is not None and row["seen"] == 0 and row["predecessors"] == len(needed)
+        if row is None or row["otherwise"] or row["predecessors"] != len(needed):
+            return None
+        return set(row["applied"])
 
     async def _handle(self, record: ConsumerRecord | HeldRecord, producer: AIOKafkaProducer) -> None:  # type: ignore[type-arg]
         """Apply one record; then any successor of its event that was held back, in stream order."""

@@ -353,6 +353,10 @@ async def transactions(service_db: ServiceDb) -> int:
     return int(await service_db.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM inbox WHERE outcome = 'applied'"))
 
 
+def duplicates(recorder: Recorder) -> float:
+    return REGISTRY.get_sample_value("chengneng_consumer_duplicates_total", {"consumer": recorder.consumer.name}) or 0
+
+
 def batches(recorder: Recorder, how: str) -> float:
     return (
         REGISTRY.get_sample_value("chengneng_consumer_batches_total", {"consumer": recorder.consumer.name, "how": how})
@@ -380,9 +384,27 @@ async def test_a_plain_batch_is_applied_in_one_transaction_and_each_stream_in_or
     assert seen == ["甲1", "甲2", "乙1", "甲3", "乙2", "乙3"] and recorder.dead == []
     assert await transactions(service_db) == 1
     assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (1, 0)
-    await recorder.handle_batch(records)  # delivered again: the batch goes one by one and changes nothing
+    await recorder.handle_batch(records)  # delivered again (a republished history): nothing changes
     assert len(seen) == 6 and await transactions(service_db) == 1
-    assert batches(recorder, "one_by_one") == 1
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (2, 0)
+    assert duplicates(recorder) == 6
+
+
+async def test_a_batch_of_redeliveries_and_new_events_applies_only_the_new_ones_together(
+    service_db: ServiceDb,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    recorder = Recorder(service_db, handler)
+    records = interleaved()
+    await recorder.handle_batch(records[:3])
+    await recorder.handle_batch(records)  # the first three again, then three new
+    assert seen == ["甲1", "甲2", "乙1", "甲3", "乙2", "乙3"]
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (2, 0)
+    assert duplicates(recorder) == 3 and await transactions(service_db) == 2
 
 
 async def test_a_batch_continuing_streams_applied_before_is_applied_together(service_db: ServiceDb) -> None:
@@ -452,6 +474,10 @@ async def test_a_handler_failure_in_a_batch_rolls_the_batch_back_and_dead_letter
     assert len(recorder.dead) == 1 and "cannot apply" in recorder.dead[0]
     assert await noted(service_db) == {"好", "后"}
     assert await inbox_rows(service_db) == [(1, "applied", False), (2, "deadlettered", False), (3, "applied", False)]
+    calls.clear()
+    await recorder.handle_batch([good, bad, after])  # a dead-lettered event delivered again is tried again
+    assert calls == ["坏"] * HANDLER_ATTEMPTS and len(recorder.dead) == 2
+    assert batches(recorder, "one_by_one") == 2
 
 
 async def test_a_malformed_record_in_a_batch_is_dead_lettered_and_the_rest_applied(service_db: ServiceDb) -> None:
