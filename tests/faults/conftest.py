@@ -181,6 +181,11 @@ class FaultStack:
 
     def applying(self, consumer: str, prefix: str) -> bool:
         """The consumer has applied some, not all, of the registry events of the load ``prefix``."""
+        applied, stored = self.progress(consumer, prefix)
+        return 0 < applied < stored
+
+    def progress(self, consumer: str, prefix: str) -> tuple[int, int]:
+        """How many of the registry events of the load ``prefix`` the consumer applied, of how many stored."""
         schema = consumer.split("-")[0]
         stored, applied = self.sql(
             f"""SELECT (SELECT count(*) FROM registry.events WHERE stream_id LIKE $1),
@@ -189,7 +194,7 @@ class FaultStack:
             f"function-{prefix}-%",
             consumer,
         )[0]
-        return bool(0 < applied < stored)
+        return int(applied), int(stored)
 
     def read_models_match_rebuild(self, service: str) -> bool:
         """Rebuild the service's read models from its store, compare, and roll the rebuild back."""

@@ -26,8 +26,9 @@ from tests.faults.conftest import FaultStack, FunctionLoad, topic_events
 pytestmark = pytest.mark.stack
 
 STEPS = ["FunctionProposed", "FunctionListed", "FunctionOpened"]
-FUNCTIONS = 150
-"""Enough that the load still runs while each consumer is caught applying it."""
+FUNCTIONS = 250
+"""Enough that the load still runs while each consumer is caught applying it (consumers that
+apply a fetch in one transaction keep close behind a shorter load)."""
 
 
 def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_stack: FaultStack) -> None:
@@ -59,8 +60,13 @@ def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_s
         try:
             wait_until(kill_those_applying, timeout=30, interval=0.02, message="each consumer to be applying the burst")
         except AssertionError as exc:
+            progress = {
+                name: fs.progress(f"{name}-registry", load.prefix)
+                for name in ("capability", "supervision", "disclosure")
+            }
             raise AssertionError(
-                f"{exc} (load at {load.completed()} of {FUNCTIONS}, killed: {sorted(killed)})"
+                f"{exc} (load at {load.completed()} of {FUNCTIONS}, killed: {sorted(killed)}, "
+                f"applied of stored: {progress})"
             ) from None
         for name, pid in killed.items():
             fs.wait_restarted(name, pid)
