@@ -361,31 +361,8 @@ class InboxConsumer:
                         return False
                     fresh = [e for e in events if e.event_id not in applied]
                     for event in fresh:
-                        structlog.contextvars.bind_contextvars(
-                            correlation_id=str(event.correlation_id), event_id=str(event.event_id)
-                        )
-                        try:
-                            await self.handler(conn, event)
-                        finally:
-                            structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
-                    recorded = await conn.fetchval(
-                        """WITH recorded AS (
-                               INSERT INTO inbox (consumer, event_id, source, event_type, subject, stream_version)
-                               SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
-                               ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now(),
-                                   subject = excluded.subject, stream_version = excluded.stream_version,
-                                   held_record = NULL
-                                   WHERE inbox.outcome <> 'applied'
-                               RETURNING 1)
-                           SELECT count(*) FROM recorded""",
-                        self.name,
-                        [e.event_id for e in fresh],
-                        [e.source for e in fresh],
-                        [e.event_type for e in fresh],
-                        [e.subject for e in fresh],
-                        [e.stream_version for e in fresh],
-                    )
-                    if recorded != len(fresh):
+                        await self._run_handler(conn, event)
+                    if await self._record_applied(conn, fresh) != len(fresh):
                         raise _AppliedConcurrently()
             except _AppliedConcurrently:
                 return False
@@ -603,34 +580,44 @@ class InboxConsumer:
                         return False
                     if self.ordered and event.stream_version > 1:
                         await self._check_order(conn, event)
-                    structlog.contextvars.bind_contextvars(
-                        correlation_id=str(event.correlation_id), event_id=str(event.event_id)
-                    )
-                    try:
-                        await self.handler(conn, event)
-                    finally:
-                        structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
-                    recorded = await conn.fetchval(
-                        """INSERT INTO inbox (consumer, event_id, source, event_type, subject, stream_version)
-                           VALUES ($1, $2, $3, $4, $5, $6)
-                           ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now(),
-                               subject = $5, stream_version = $6, held_record = NULL
-                               WHERE inbox.outcome <> 'applied'
-                           RETURNING 1""",
-                        self.name,
-                        event.event_id,
-                        event.source,
-                        event.event_type,
-                        event.subject,
-                        event.stream_version,
-                    )
-                    if not recorded:
+                    await self._run_handler(conn, event)
+                    if not await self._record_applied(conn, [event]):
                         raise _AppliedConcurrently()
             except _AppliedConcurrently:
                 DUPLICATES.labels(self.name).inc()
                 return False  # another instance applied it first: our effects were rolled back
         APPLIED.labels(self.name).inc()
         return True
+
+    async def _run_handler(self, conn: Connection, event: IncomingEvent) -> None:
+        """The handler, with the event's correlation and id on every log line it writes."""
+        structlog.contextvars.bind_contextvars(correlation_id=str(event.correlation_id), event_id=str(event.event_id))
+        try:
+            await self.handler(conn, event)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
+
+    async def _record_applied(self, conn: Connection, events: list[IncomingEvent]) -> int:
+        """Record the events as applied (written last, see ``apply``); returns how many were
+        recorded: fewer than given when another instance applied some first."""
+        return int(
+            await conn.fetchval(
+                """WITH recorded AS (
+                       INSERT INTO inbox (consumer, event_id, source, event_type, subject, stream_version)
+                       SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[])
+                       ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', received_at = now(),
+                           subject = excluded.subject, stream_version = excluded.stream_version, held_record = NULL
+                           WHERE inbox.outcome <> 'applied'
+                       RETURNING 1)
+                   SELECT count(*) FROM recorded""",
+                self.name,
+                [e.event_id for e in events],
+                [e.source for e in events],
+                [e.event_type for e in events],
+                [e.subject for e in events],
+                [e.stream_version for e in events],
+            )
+        )
 
     async def _check_order(self, conn: Connection, event: IncomingEvent) -> None:
         """Raise ``OutOfOrder`` unless the event's predecessor in its stream was seen (applied or

@@ -184,6 +184,16 @@ def stream(*texts: str, stream_id: str = "note-1") -> list[ConsumerRecord]:  # t
     ]
 
 
+def noting() -> tuple[list[str], Any]:
+    """A handler that notes the text of each event it is given, and the list it notes them in."""
+    seen: list[str] = []
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        seen.append(event.data["text"])
+
+    return seen, handler
+
+
 async def inbox_rows(service_db: ServiceDb) -> list[tuple[Any, ...]]:
     rows = await service_db.pool.fetch(
         "SELECT stream_version, outcome, held_record IS NOT NULL FROM inbox ORDER BY stream_version"
@@ -195,11 +205,7 @@ async def test_an_early_event_is_held_back_and_applied_right_after_its_predecess
     """After a broker lost its state, a record can reach the new topic before the republished
     history: it is held back (in the inbox, with its record), not applied ahead of its stream,
     and applied as soon as its predecessor is, whether or not its copy comes again."""
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second, third = stream("一", "二", "三")
     await recorder.handle(third)  # early: versions 1 and 2 have not been seen
@@ -217,11 +223,7 @@ async def test_an_early_event_is_held_back_and_applied_right_after_its_predecess
 async def test_a_held_back_event_delivered_again_after_its_predecessor_is_applied_once(
     service_db: ServiceDb,
 ) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second = stream("一", "二")
     await recorder.handle(second)
@@ -271,11 +273,7 @@ async def test_holding_back_and_releasing_wait_out_a_database_outage(
     """The inbox's own reads and writes around an event (held back? a successor?) wait for the
     database like the event itself: an outage never restarts the consumer or loses a record."""
     monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     consumer = recorder.consumer
     outages = {"_hold_back": 1, "_held_successor": 2}
@@ -302,11 +300,7 @@ async def test_a_held_back_event_whose_predecessor_was_applied_elsewhere_is_rele
 ) -> None:
     """In a rebalance, another instance can apply the predecessor after this one held the event
     back, and release nothing: the sweep before each batch applies such an event."""
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second, third = stream("一", "二", "三")
     await recorder.handle(second)  # held back here ...
@@ -393,11 +387,7 @@ async def test_a_plain_batch_is_applied_in_one_transaction_and_each_stream_in_or
 async def test_a_batch_of_redeliveries_and_new_events_applies_only_the_new_ones_together(
     service_db: ServiceDb,
 ) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     records = interleaved()
     await recorder.handle_batch(records[:3])
@@ -408,11 +398,7 @@ async def test_a_batch_of_redeliveries_and_new_events_applies_only_the_new_ones_
 
 
 async def test_a_batch_continuing_streams_applied_before_is_applied_together(service_db: ServiceDb) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first = interleaved()
     await recorder.handle_batch(first[:3])  # 甲1 甲2 乙1
@@ -423,11 +409,7 @@ async def test_a_batch_continuing_streams_applied_before_is_applied_together(ser
 
 
 async def test_a_long_fetch_is_applied_in_transactions_of_at_most_together_events(service_db: ServiceDb) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     count = 2 * TOGETHER + 3
     await recorder.handle_batch(stream(*(str(n) for n in range(count))))
@@ -438,11 +420,7 @@ async def test_a_long_fetch_is_applied_in_transactions_of_at_most_together_event
 async def test_an_event_ahead_of_its_stream_in_a_batch_is_held_back_then_applied_in_order(
     service_db: ServiceDb,
 ) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second = stream("一", "二")
     other = stream("三", stream_id="note-c")[0]
@@ -481,11 +459,7 @@ async def test_a_handler_failure_in_a_batch_rolls_the_batch_back_and_dead_letter
 
 
 async def test_a_malformed_record_in_a_batch_is_dead_lettered_and_the_rest_applied(service_db: ServiceDb) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second = stream("一", "二")
     broken = record({"text": "x"})  # no language: breaks the schema
@@ -496,11 +470,7 @@ async def test_a_malformed_record_in_a_batch_is_dead_lettered_and_the_rest_appli
 
 
 async def test_a_record_fetched_twice_in_one_batch_is_applied_once(service_db: ServiceDb) -> None:
-    seen: list[str] = []
-
-    async def handler(conn: Any, event: IncomingEvent) -> None:
-        seen.append(event.data["text"])
-
+    seen, handler = noting()
     recorder = Recorder(service_db, handler)
     first, second = stream("一", "二")
     await recorder.handle_batch([first, second, second])
