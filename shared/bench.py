@@ -606,6 +606,8 @@ class Options:
     """A rate well below saturation, to show the pipeline's own latency beside the target's."""
     e2e_seconds: float = 20.0
     as_of_lengths: tuple[int, ...] = (100, 1_000, 10_000)
+    catch_up_events: int = 10_000
+    """Backlog of the catch-up workload: a consumer applying it, then the same republished."""
     database_url: str | None = None
     only: frozenset[str] = frozenset()
     profile: Path | None = None
@@ -614,7 +616,7 @@ class Options:
         return not self.only or workload in self.only
 
 
-WORKLOADS = ("append", "replay", "audit", "kafka", "http", "as-of", "e2e")
+WORKLOADS = ("append", "replay", "audit", "kafka", "catch-up", "http", "as-of", "e2e")
 
 
 @contextlib.contextmanager
@@ -659,7 +661,10 @@ async def run(options: Options) -> dict[str, Any]:
     try:
         context = await machine_context(admin_url)
         print(f"chengneng bench - {context['postgres']} - {context['cpus']} CPUs - Python {context['python']}")
-        await store_workloads(options, admin_url, results, psutil.Process(pg.pid) if pg is not None else None)
+        server = psutil.Process(pg.pid) if pg is not None else None
+        await store_workloads(options, admin_url, results, server)
+        if options.wants("catch-up") and options.kafka:
+            await catch_up_workload(options, admin_url, results, server)
         if options.wants("as-of"):
             await as_of_workload(options, admin_url, results)
         if options.stack and (options.wants("http") or options.wants("e2e")):
@@ -676,6 +681,18 @@ async def run(options: Options) -> dict[str, Any]:
     options.out.write_text(json.dumps(document, indent=2, ensure_ascii=False))
     print(f"\nfigures written to {options.out}")
     return document
+
+
+async def catch_up_workload(options: Options, admin_url: str, results: Results, server: psutil.Process | None) -> None:
+    """A consumer's backlog, on a broker of its own (see ``shared.bench_consumer``)."""
+    from shared import embedded
+    from shared.bench_consumer import catch_up_workload as measure
+
+    broker = embedded.start_broker(options.home)
+    try:
+        await measure(admin_url, broker.bootstrap, options.catch_up_events, results, server)
+    finally:
+        broker.stop()
 
 
 async def quiet_server(admin_url: str) -> None:
@@ -921,6 +938,7 @@ def quick(options: Options) -> Options:
         e2e_probe_rate=10.0,
         e2e_seconds=3.0,
         as_of_lengths=(100, 300),
+        catch_up_events=400,
     )
 
 

@@ -715,7 +715,8 @@ def bench(
     out: Annotated[Path, typer.Option(help="where to write the figures as JSON")] = Path("bench-results.json"),
     sizes: Annotated[str, typer.Option(help="store sizes for the replays, in events")] = "10000 100000 1000000",
     only: Annotated[
-        list[str] | None, typer.Option(help="run only these workloads: append replay audit kafka as-of http e2e")
+        list[str] | None,
+        typer.Option(help="run only these workloads: append replay audit kafka catch-up as-of http e2e"),
     ] = None,
     quick: Annotated[bool, typer.Option(help="small sizes and short runs: checks the bench works (CI)")] = False,
     no_reference: Annotated[bool, typer.Option(help="skip the eventsourcing side")] = False,

@@ -225,6 +225,7 @@ class InboxConsumer:
         replication: int = 1,
         sources: Sources | None = None,
         ordered: bool = True,
+        together: int = TOGETHER,
     ) -> None:
         self.name = name
         self.topics = topics
@@ -235,6 +236,8 @@ class InboxConsumer:
         """The contract checked before the handler runs; None accepts every well-formed event."""
         self.ordered = ordered
         """Apply each stream in order: an event whose predecessor was not seen is held back until it is."""
+        self.together = together
+        """Events per transaction of a plain batch; 1 applies every record on its own."""
         self.session_timeout_ms = session_timeout_ms
         self.topic_options = {"partitions": partitions, "replication": replication}
         self._holding = True
@@ -324,7 +327,7 @@ class InboxConsumer:
             return False
 
     async def _handle_batch(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:  # type: ignore[type-arg]
-        """Apply a fetched batch in one transaction per ``TOGETHER`` events when none of it
+        """Apply a fetched batch in one transaction per ``together`` events when none of it
         needs care; otherwise record by record, the careful way (a failed try leaves nothing).
 
         Most batches are plain: well-formed events, new to this consumer (or, after a broker
@@ -332,8 +335,8 @@ class InboxConsumer:
         about six round trips to the database even for events a consumer only notes; together
         they cost a handful per batch.
         """
-        for start in range(0, len(records), TOGETHER):
-            chunk = records[start : start + TOGETHER]
+        for start in range(0, len(records), self.together):
+            chunk = records[start : start + self.together]
             if len(chunk) > 1 and not self._holding:
                 events = [e for reason, e in (read_record(r, self.sources) for r in chunk) if reason is None and e]
                 if len(events) == len(chunk) and await self._patiently(functools.partial(self.apply_together, events)):

@@ -75,7 +75,7 @@ def record(  # type: ignore[type-arg]
 class Recorder:
     """A consumer whose dead letters are noted instead of sent (the inbox records them as usual)."""
 
-    def __init__(self, service_db: ServiceDb, handler: Any) -> None:
+    def __init__(self, service_db: ServiceDb, handler: Any, *, together: int = TOGETHER) -> None:
         self.consumer = InboxConsumer(
             f"c-{uuid.uuid4().hex[:6]}",
             ["chengneng.notes.events"],
@@ -83,6 +83,7 @@ class Recorder:
             "unused:9092",
             handler,
             sources={"notes": NOTES},
+            together=together,
         )
         self.dead: list[str] = []
 
@@ -415,6 +416,17 @@ async def test_a_long_fetch_is_applied_in_transactions_of_at_most_together_event
     await recorder.handle_batch(stream(*(str(n) for n in range(count))))
     assert seen == [str(n) for n in range(count)]
     assert await transactions(service_db) == 3
+
+
+async def test_a_consumer_told_to_apply_one_at_a_time_gives_each_event_its_own_transaction(
+    service_db: ServiceDb,
+) -> None:
+    seen, handler = noting()
+    recorder = Recorder(service_db, handler, together=1)  # as the catch-up bench compares
+    await recorder.handle_batch(interleaved())
+    assert seen == ["甲1", "甲2", "乙1", "甲3", "乙2", "乙3"] and recorder.dead == []
+    assert await transactions(service_db) == 6
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (0, 0)
 
 
 async def test_an_event_ahead_of_its_stream_in_a_batch_is_held_back_then_applied_in_order(

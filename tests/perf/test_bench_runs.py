@@ -51,6 +51,7 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
         "state as of a moment",
         "registry commands over HTTP",
         "end to end",
+        "catch-up",
     ):
         assert any(w.startswith(prefix) for w in workloads), (prefix, sorted(workloads))
     for figure in document["figures"]:
@@ -88,6 +89,18 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
     assert e2e["extra"]["failed"] == 0 and e2e["extra"]["not_received"] == 0, e2e
     [http] = [f for f in document["figures"] if f["workload"].startswith("registry commands")]
     assert http["extra"]["errors"] == {}, http
+    # The catch-up consumer went through every new event with the disclosure policy (each one
+    # disclosed), then through the same records again, once a fetch together, once one at a time.
+    caught_up = {w: f for (w, _), f in figures.items() if w.startswith("catch-up")}
+    assert len(caught_up) == 4, sorted(caught_up)
+    for workload, figure in caught_up.items():
+        together = figure["extra"]["per_transaction"] > 1
+        assert ("a fetch together" in workload) == together, workload
+        assert ("batches_together" in figure["extra"]) == together, figure
+        if "new events" in workload:
+            assert figure["extra"]["disclosed"] == 400, figure
+        if together:
+            assert figure["extra"]["speed_up"] > 0, figure
     assert "side by side" in done.stdout and "targets (issue #9)" in done.stdout
 
 
