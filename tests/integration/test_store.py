@@ -88,6 +88,37 @@ async def test_an_append_larger_than_a_chunk_is_one_chain_with_every_position(se
     assert [e.payload["text"] for e in stored[1:]] == [f"n{i}" for i in range(count)]
 
 
+@pytest.mark.parametrize("count", [1, 3], ids=["one event (a row of values)", "several (arrays)"])
+async def test_what_an_append_returns_is_what_the_store_holds(service_db: ServiceDb, count: int) -> None:
+    """One event goes in as a row of values, several as arrays: every field lands where it belongs either way."""
+    cause = uuid.uuid4()
+    written = store.Metadata(
+        actor=Principal(subject="s-1", organisation="org-2", role=Role.DEPARTMENT, jurisdiction="510681"),
+        jurisdiction="510600",
+        occurred_at=datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+        correlation_id=uuid.uuid4(),
+        causation_id=cause,
+    )
+    ids = [uuid.uuid4() for _ in range(count)]
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        returned = await store.append(
+            conn, "fields", "note", 0, [Noted(text=f"第{i}") for i in range(count)], written, event_ids=ids
+        )
+    stored = await store.read_stream(service_db.pool, "fields")
+    assert returned == stored
+    for version, (envelope, event_id) in enumerate(zip(stored, ids, strict=True), start=1):
+        assert (envelope.stream_id, envelope.stream_type, envelope.stream_version) == ("fields", "note", version)
+        assert (envelope.event_id, envelope.event_type, envelope.schema_version) == (event_id, "Noted", 1)
+        assert envelope.occurred_at == written.occurred_at and envelope.actor == written.actor
+        assert (envelope.jurisdiction, envelope.correlation_id, envelope.causation_id) == (
+            "510600",
+            written.correlation_id,
+            cause,
+        )
+        assert envelope.payload == {"text": f"第{version - 1}"} and envelope.hash_is_valid()
+    assert stored[0].prev_hash == GENESIS_HASH
+
+
 async def test_a_later_chunk_that_fails_leaves_nothing_of_the_append(service_db: ServiceDb) -> None:
     [taken] = await append_in_tx(service_db.pool, "other", 0, "holds an event id")
     taken_id = (await store.read_stream(service_db.pool, "other"))[0].event_id
