@@ -42,6 +42,12 @@ SCHEMA = "bench"
 ES_SCHEMA = "bench_es"
 """The reference library's schema."""
 
+RAW_SCHEMA = "bench_raw"
+"""The ceiling's schema: the same tables as ours, written by raw asyncpg (``shared.bench_raw``)."""
+
+RAW = "raw asyncpg"
+"""The ceiling's name in the table."""
+
 WRITER = Principal(subject="bench-writer", organisation="bench", role=Role.DEPARTMENT, jurisdiction="510600")
 
 
@@ -730,10 +736,12 @@ async def store_workloads(
     options: Options, admin_url: str, results: Results, server: psutil.Process | None = None
 ) -> None:
     """Appends, replays, audit and the topic replay; ``server`` is the embedded PostgreSQL, whose CPU is counted."""
-    from shared import embedded
+    from shared import bench_raw, embedded
 
     await fresh_schema(admin_url, SCHEMA)
     pool = await db.create_pool(admin_url, SCHEMA, min_size=options.writers, max_size=options.writers)
+    await fresh_schema(admin_url, RAW_SCHEMA)
+    raw_pool = await bench_raw.create_pool(admin_url, RAW_SCHEMA, options.writers)
     reference = None
     if options.reference:
         await fresh_schema(options.reference_url or admin_url, ES_SCHEMA, migrate=False)
@@ -750,11 +758,14 @@ async def store_workloads(
             per_writer = max(1, options.single_appends // options.writers)
             n = per_writer * options.writers
             single = f"single-event appends, {options.writers} writers"
-            runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": []}
+            alone = f"{single}, no transaction"
+            runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": [], RAW: [], alone: []}
 
-            def single_run(system: str, seconds: float, latencies: list[float]) -> None:
+            def single_run(system: str, seconds: float, latencies: list[float], workload: str = single) -> None:
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-                runs[system].append(Figure(single, system, n, seconds, n / seconds, p50, p99))
+                runs[system if workload == single else workload].append(
+                    Figure(workload, system, n, seconds, n / seconds, p50, p99)
+                )
 
             for _ in range(options.rounds):
                 with profiled(options, "append-single"):
@@ -764,14 +775,27 @@ async def store_workloads(
                         "eventsourcing",
                         *await asyncio.to_thread(reference.single_appends, options.writers, per_writer),
                     )
+                single_run(RAW, *await bench_raw.single_appends(raw_pool, options.writers, per_writer))
+                single_run(
+                    RAW,
+                    *await bench_raw.single_appends(raw_pool, options.writers, per_writer, in_transaction=False),
+                    workload=alone,
+                )
             ours = add_side_by_side(results, runs)
+            ceiling = results.add(median_run(runs[RAW]))
+            results.add(median_run(runs[alone]))
             ratio = results.ratio(single)
             results.target(
                 "single-event appends/s",
                 ">= 5,000 and ahead",
-                f"{ours.per_s:,.0f}/s" + (f" (x{ratio:.2f})" if ratio else ""),
+                f"{ours.per_s:,.0f}/s" + (f" (x{ratio:.2f})" if ratio else "") + f"; {RAW} {ceiling.per_s:,.0f}/s",
                 ours.per_s >= 5000 and (ratio is None or ratio > 1),
             )
+            raw_batches = max(1, min(100, options.sizes[0] // options.batch_size))
+            say(f"append: {raw_batches:,} batches of {options.batch_size:,} by {RAW} (COPY) ...")
+            seconds = await bench_raw.batched_appends(raw_pool, raw_batches, options.batch_size)
+            n = raw_batches * options.batch_size
+            results.add(Figure(f"batched appends ({options.batch_size:,} per append)", RAW, n, seconds, n / seconds))
         # Fill to each size with batched appends (the batched-append figure), then replay.
         filled = 0
         ref_filled = 0
@@ -802,7 +826,7 @@ async def store_workloads(
             if options.wants("replay"):
                 say(f"replay: {filled:,} events from the store ({options.rounds} round(s), the sides alternating) ...")
                 workload = f"replay from the store, {size:,} events"
-                runs = {"chengneng": [], "eventsourcing": []}
+                runs = {"chengneng": [], "eventsourcing": [], RAW: []}
                 for _ in range(options.rounds):
                     gc.collect()
                     watch, before = MemoryWatch(), cpu_seconds(server)
@@ -818,7 +842,13 @@ async def store_workloads(
                         runs["eventsourcing"].append(
                             replay_figure(workload, "eventsourcing", count, seconds, watch, cpu)
                         )
+                    gc.collect()
+                    watch, before = MemoryWatch(), cpu_seconds(server)
+                    count, seconds = await bench_raw.replay(pool, watch)
+                    cpu = cpu_per_event(before, cpu_seconds(server), count)
+                    runs[RAW].append(replay_figure(workload, RAW, count, seconds, watch, cpu))
                 add_side_by_side(results, runs, worst=("rss_growth_mb",))
+                results.add(median_run(runs[RAW], worst=("rss_growth_mb",)))
             if options.wants("audit") and size == audit_size:
                 say(f"audit: sealing {filled:,} events and verifying ...")
                 keys = options.home / "bench-keys"
@@ -871,10 +901,13 @@ async def store_workloads(
         batched_figure = results.find(batched, "chengneng")
         if batched_figure is not None:
             ratio = results.ratio(batched)
+            raw = results.find(batched, RAW)
             results.target(
                 "batched appends events/s",
                 ">= 50,000 and ahead",
-                f"{batched_figure.per_s:,.0f}/s" + (f" (x{ratio:.2f})" if ratio else ""),
+                f"{batched_figure.per_s:,.0f}/s"
+                + (f" (x{ratio:.2f})" if ratio else "")
+                + (f"; {RAW} COPY {raw.per_s:,.0f}/s" if raw else ""),
                 batched_figure.per_s >= 50_000 and (ratio is None or ratio > 1),
             )
         replays = [
@@ -883,10 +916,13 @@ async def store_workloads(
         if replays:
             largest = max(replays, key=lambda f: f.events)
             ratio = results.ratio(largest.workload)
+            raw = results.find(largest.workload, RAW)
             results.target(
                 "replay from the store events/s",
                 ">= 150,000 and ahead",
-                f"{largest.per_s:,.0f}/s at {largest.events:,}" + (f" (x{ratio:.2f})" if ratio else ""),
+                f"{largest.per_s:,.0f}/s at {largest.events:,}"
+                + (f" (x{ratio:.2f})" if ratio else "")
+                + (f"; {RAW} {raw.per_s:,.0f}/s" if raw else ""),
                 largest.per_s >= 150_000 and (ratio is None or ratio > 1),
             )
             smallest = min(replays, key=lambda f: f.events)
@@ -899,6 +935,7 @@ async def store_workloads(
             )
     finally:
         await pool.close()
+        await raw_pool.close()
         if reference is not None:
             reference.close()
 

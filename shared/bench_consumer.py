@@ -45,8 +45,8 @@ WAIT_S = 600.0
 
 
 def registry_history(functions: int) -> Iterator[Envelope]:
-    """Each function proposed, then listed: two events per stream, the second disclosed as a
-    change to the first, so both the policy's reactions and the stream order are exercised.
+    """Each function proposed, then listed: two events per stream, each disclosed on the
+    function's public stream, so both the policy's reactions and the stream order are exercised.
 
     The hash chain is left blank: consumers do not check it (the audit does).
     """

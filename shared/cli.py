@@ -737,7 +737,7 @@ def bench(
     """Measure append, replay, audit, as-of, HTTP and end-to-end figures; print a table, write JSON.
 
     Runs on a PostgreSQL of its own (embedded, in --home) unless --database-url is given; its
-    schemas bench, bench_es and bench_asof are dropped and created again. The eventsourcing
+    schemas bench, bench_es, bench_raw and bench_asof are dropped and created again. The eventsourcing
     library runs the same append and replay workloads on the same server in the same run.
     """
     from shared import bench as runner

@@ -236,6 +236,8 @@ class InboxConsumer:
         """The contract checked before the handler runs; None accepts every well-formed event."""
         self.ordered = ordered
         """Apply each stream in order: an event whose predecessor was not seen is held back until it is."""
+        if together < 1:
+            raise ValueError(f"a consumer applies at least one event per transaction, not {together}")
         self.together = together
         """Events per transaction of a plain batch; 1 applies every record on its own."""
         self.session_timeout_ms = session_timeout_ms

@@ -89,6 +89,14 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
     assert e2e["extra"]["failed"] == 0 and e2e["extra"]["not_received"] == 0, e2e
     [http] = [f for f in document["figures"] if f["workload"].startswith("registry commands")]
     assert http["extra"]["errors"] == {}, http
+    # The ceiling (raw asyncpg, nothing of ours) ran beside: single rows with and without a
+    # transaction, a batch by COPY, and each replay, reading every event ours read.
+    raw = {w: f for (w, system), f in figures.items() if system == "raw asyncpg"}
+    assert any(w.startswith("single-event appends") and w.endswith("writers") for w in raw), sorted(raw)
+    assert any(w.endswith("no transaction") for w in raw) and any(w.startswith("batched") for w in raw), sorted(raw)
+    for workload, figure in figures.items():
+        if workload[0].startswith("replay from the store") and workload[1] == "chengneng":
+            assert raw[workload[0]]["events"] == figure["events"], (raw.get(workload[0]), figure)
     # The catch-up consumer went through every new event with the disclosure policy (each one
     # disclosed), then through the same records again, once a fetch together, once one at a time.
     caught_up = {w: f for (w, _), f in figures.items() if w.startswith("catch-up")}
