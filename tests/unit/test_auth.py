@@ -10,6 +10,7 @@ import json
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -240,3 +241,52 @@ def test_the_request_s_log_context_carries_the_principal_its_token_names(
 
     answer = asyncio.run(ask())
     assert answer == {"subject": "alice", "logged_as": "alice"}
+
+
+# --- tokens remembered once verified ---------------------------------------------------------
+
+
+def test_a_remembered_token_is_refused_once_it_expires(
+    private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import auth
+
+    token = issue_token(private_key, ALICE, ttl=timedelta(minutes=5))
+    assert verify_token(public_key, token) == ALICE  # checked, and remembered
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: expires - 1))
+    assert verify_token(public_key, token) == ALICE
+    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: expires))
+    assert _refused(public_key, token).code == "token_expired"
+
+
+def test_a_token_remembered_under_one_key_is_checked_again_under_another(
+    private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey
+) -> None:
+    token = issue_token(private_key, ALICE)
+    assert verify_token(public_key, token) == ALICE
+    rotated = Ed25519PrivateKey.generate().public_key()
+    assert _refused(rotated, token).code == "token_invalid"
+
+
+def test_a_refused_token_is_not_remembered(private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey) -> None:
+    from shared import auth
+
+    header, _, signature = issue_token(private_key, ALICE).split(".")
+    tampered = f"{header}.{_b64(json.dumps(_claims(role='central')).encode())}.{signature}"
+    for _ in range(2):
+        assert _refused(public_key, tampered).code == "token_invalid"
+    assert not any(token == tampered for _, token in auth._VERIFIED)
+
+
+def test_at_most_so_many_tokens_are_remembered(
+    private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import auth
+
+    monkeypatch.setattr(auth, "VERIFIED_KEPT", 3)
+    monkeypatch.setattr(auth, "_VERIFIED", {})
+    tokens = [issue_token(private_key, ALICE, ttl=timedelta(minutes=n + 1)) for n in range(5)]
+    for token in tokens:
+        assert verify_token(public_key, token) == ALICE
+    assert [token for _, token in auth._VERIFIED] == tokens[2:]  # the oldest went first
