@@ -758,32 +758,27 @@ async def store_workloads(
             per_writer = max(1, options.single_appends // options.writers)
             n = per_writer * options.writers
             single = f"single-event appends, {options.writers} writers"
-            alone = f"{single}, no transaction"
-            runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": [], RAW: [], alone: []}
+            runs: dict[str, list[Figure]] = {"chengneng": [], "eventsourcing": [], RAW: []}
+            alone: list[Figure] = []  # the ceiling without a transaction
 
-            def single_run(system: str, seconds: float, latencies: list[float], workload: str = single) -> None:
+            def single_run(into: list[Figure], system: str, seconds: float, latencies: list[float]) -> None:
                 p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-                runs[system if workload == single else workload].append(
-                    Figure(workload, system, n, seconds, n / seconds, p50, p99)
-                )
+                workload = single if into is not alone else f"{single}, no transaction"
+                into.append(Figure(workload, system, n, seconds, n / seconds, p50, p99))
 
             for _ in range(options.rounds):
                 with profiled(options, "append-single"):
-                    single_run("chengneng", *await ours_single_appends(pool, options.writers, per_writer))
+                    result = await ours_single_appends(pool, options.writers, per_writer)
+                single_run(runs["chengneng"], "chengneng", *result)
                 if reference is not None:
-                    single_run(
-                        "eventsourcing",
-                        *await asyncio.to_thread(reference.single_appends, options.writers, per_writer),
-                    )
-                single_run(RAW, *await bench_raw.single_appends(raw_pool, options.writers, per_writer))
-                single_run(
-                    RAW,
-                    *await bench_raw.single_appends(raw_pool, options.writers, per_writer, in_transaction=False),
-                    workload=alone,
-                )
+                    result = await asyncio.to_thread(reference.single_appends, options.writers, per_writer)
+                    single_run(runs["eventsourcing"], "eventsourcing", *result)
+                single_run(runs[RAW], RAW, *await bench_raw.single_appends(raw_pool, options.writers, per_writer))
+                result = await bench_raw.single_appends(raw_pool, options.writers, per_writer, in_transaction=False)
+                single_run(alone, RAW, *result)
             ours = add_side_by_side(results, runs)
             ceiling = results.add(median_run(runs[RAW]))
-            results.add(median_run(runs[alone]))
+            results.add(median_run(alone))
             ratio = results.ratio(single)
             results.target(
                 "single-event appends/s",
