@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-import psutil
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 
@@ -129,16 +128,17 @@ def _sample(counter: Counter, **labels: str) -> float:
 
 
 async def consume_until(
-    consumer: InboxConsumer, counter: str, expected: int, server: psutil.Process | None
+    consumer: InboxConsumer, counter: str, expected: int
 ) -> tuple[int, float, dict[str, float], dict[str, float]]:
     """Run ``consumer`` until its ``counter`` has grown by ``expected``; the events counted from
-    the first one it applied, the seconds they took, their CPU cost and the counters' growth.
+    the first one it applied, the seconds they took, their CPU cost to this process (the
+    consumer's side) and the counters' growth.
 
     The clock starts at the first event, not at the start: joining the consumer group and
     the first fetch take seconds that have nothing to do with how fast a backlog is applied.
     """
     before = counted(consumer.name)
-    launched = (time.perf_counter(), 0.0, cpu_seconds(server))
+    launched = (time.perf_counter(), 0.0, cpu_seconds(None))
     task = asyncio.create_task(consumer.run(), name=f"bench-{consumer.name}")
     try:
         deadline = time.monotonic() + WAIT_S
@@ -150,9 +150,9 @@ async def consume_until(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer {consumer.name} applied {done:,.0f} of {expected:,} in {WAIT_S:.0f} s")
             if start is None and done > 0:
-                start = (time.perf_counter(), done, cpu_seconds(server))
+                start = (time.perf_counter(), done, cpu_seconds(None))
             await asyncio.sleep(0.02)
-        ended, cpu_after = time.perf_counter(), cpu_seconds(server)
+        ended, cpu_after = time.perf_counter(), cpu_seconds(None)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -164,9 +164,7 @@ async def consume_until(
     return events, ended - began, cpu_per_event(cpu_before, cpu_after, max(events, 1)), growth
 
 
-async def catch_up(
-    admin_url: str, bootstrap: str, events: int, together: int, server: psutil.Process | None
-) -> list[Figure]:
+async def catch_up(admin_url: str, bootstrap: str, events: int, together: int) -> list[Figure]:
     """One consumer, on a fresh schema and topic, through a backlog of ``events`` new events
     and then through the same records republished."""
     await db.drop_service(admin_url, SCHEMA)
@@ -191,7 +189,7 @@ async def catch_up(
                 together=together,
             )
             say(f"catch-up: {len(history):,} {phase}, {how} ...")
-            count, seconds, cpu, growth = await consume_until(consumer, counter, len(history), server)
+            count, seconds, cpu, growth = await consume_until(consumer, counter, len(history))
             if growth["deadlettered"]:
                 raise RuntimeError(f"the catch-up consumer dead-lettered {growth['deadlettered']:,.0f} records")
             extra: dict[str, object] = {"per_transaction": together, **cpu}
@@ -214,12 +212,10 @@ async def catch_up(
     return figures
 
 
-async def catch_up_workload(
-    admin_url: str, bootstrap: str, events: int, results: Results, server: psutil.Process | None = None
-) -> None:
+async def catch_up_workload(admin_url: str, bootstrap: str, events: int, results: Results) -> None:
     """The catch-up figures, batched as in the stack and one at a time, with the speed-up."""
-    batched = await catch_up(admin_url, bootstrap, events, TOGETHER, server)
-    single = await catch_up(admin_url, bootstrap, events, 1, server)
+    batched = await catch_up(admin_url, bootstrap, events, TOGETHER)
+    single = await catch_up(admin_url, bootstrap, events, 1)
     for together, alone in zip(batched, single, strict=True):
         if alone.per_s > 0:
             together.extra["speed_up"] = round(together.per_s / alone.per_s, 2)

@@ -105,6 +105,8 @@ def test_the_quick_bench_measures_every_workload_and_loses_nothing(scratch_dir: 
         together = figure["extra"]["per_transaction"] > 1
         assert ("a fetch together" in workload) == together, workload
         assert ("batches_together" in figure["extra"]) == together, figure
+        # The consumer's CPU only: the server's would count autovacuum workers whole or not at all.
+        assert figure["extra"]["client_cpu_us"] > 0 and "server_cpu_us" not in figure["extra"], figure
         if "new events" in workload:
             assert figure["extra"]["disclosed"] == 400, figure
         if together:
