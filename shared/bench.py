@@ -670,6 +670,8 @@ async def run(options: Options) -> dict[str, Any]:
         server = psutil.Process(pg.pid) if pg is not None else None
         await store_workloads(options, admin_url, results, server)
         if options.wants("catch-up") and options.kafka:
+            from shared.bench_consumer import catch_up_workload
+
             await catch_up_workload(options, admin_url, results)
         if options.wants("as-of"):
             await as_of_workload(options, admin_url, results)
@@ -687,21 +689,6 @@ async def run(options: Options) -> dict[str, Any]:
     options.out.write_text(json.dumps(document, indent=2, ensure_ascii=False))
     print(f"\nfigures written to {options.out}")
     return document
-
-
-async def catch_up_workload(options: Options, admin_url: str, results: Results) -> None:
-    """A consumer's backlog, on a broker of its own (see ``shared.bench_consumer``).
-
-    Only the consumer's CPU is counted: the server's would include the autovacuum workers
-    its writes set off, whole or not at all, depending on when they start and exit."""
-    from shared import embedded
-    from shared.bench_consumer import catch_up_workload as measure
-
-    broker = embedded.start_broker(options.home)
-    try:
-        await measure(admin_url, broker.bootstrap, options.catch_up_events, results)
-    finally:
-        broker.stop()
 
 
 async def quiet_server(admin_url: str) -> None:
