@@ -133,16 +133,25 @@ class FaultStack:
 
     def relay_caught_up(self, service: str) -> bool:
         """Every event of the service is sealed and the relay has published the whole log."""
+        return self.relay_behind(service) is None
+
+    def relay_behind(self, service: str) -> str | None:
+        """What the service's sealer or relay has still to do, or None when it is caught up."""
         rows = self.sql(
             f"""SELECT (SELECT count(*) FROM {service}.events) AS stored,
                        (SELECT count(*) FROM {service}.log_entries) AS sealed,
                        (SELECT coalesce(max(position), 0) FROM {service}.relay_positions) AS published"""
         )
         stored, sealed, published = rows[0]
-        return bool(stored == sealed == published)
+        if stored == sealed == published:
+            return None
+        return f"{service}: {stored} stored, {sealed} sealed, {published} published"
 
     def wait_quiet(self, timeout: float = 90) -> None:
-        """Every relay caught up and every consumer idle for a moment (nothing left in flight)."""
+        """Every relay caught up and every consumer idle for a moment (nothing left in flight).
+
+        On a timeout the failure names what was still behind, so a stuck relay or consumer
+        can be told from a slow one."""
 
         def counts() -> tuple[int, ...]:
             out = []
@@ -151,33 +160,40 @@ class FaultStack:
                 out.append(self.value(f"SELECT count(*) FROM {service}.inbox"))
             return tuple(out)
 
-        state: dict[str, Any] = {"last": None, "same": 0}
+        last, same, behind = None, 0, ["nothing checked yet"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = [b for s in PUBLISHING if (b := self.relay_behind(s))] + self.consumers_behind()
+            if behind:
+                same = 0
+            else:
+                now = counts()
+                same = same + 1 if now == last else 0
+                last = now
+                if same >= 2:
+                    return
+                behind = ["still moving"]
+            time.sleep(1.0)
+        raise AssertionError(
+            f"timed out after {timeout:.0f} s waiting for every relay and consumer to settle: {behind}"
+        )
 
-        def quiet() -> bool:
-            if not all(self.relay_caught_up(s) for s in PUBLISHING) or not self.consumers_caught_up():
-                state["same"] = 0
-                return False
-            now = counts()
-            state["same"] = state["same"] + 1 if now == state["last"] else 0
-            state["last"] = now
-            return bool(state["same"] >= 2)
-
-        wait_until(quiet, timeout=timeout, interval=1.0, message="every relay and consumer to settle")
-
-    def consumers_caught_up(self) -> bool:
-        """Every consumer has applied or dead-lettered (not held back) every stored event of
-        its sources. Stillness alone is not enough: a restarted consumer waits out the dead
-        member's session before the group gives it partitions, and nothing moves meanwhile."""
+    def consumers_behind(self) -> list[str]:
+        """Each consumer with stored events of its sources it has not applied or dead-lettered:
+        how many, and how many of those it holds back. Stillness alone is not enough to call
+        the stack quiet: a restarted consumer waits out the dead member's session before the
+        group gives it partitions, and nothing moves meanwhile."""
+        behind = []
         for service, consumer, source in CONSUMERS:
-            missing = self.value(
-                f"""SELECT count(*) FROM {source}.events e WHERE NOT EXISTS
-                    (SELECT 1 FROM {service}.inbox i WHERE i.consumer = $1 AND i.event_id = e.event_id
-                            AND i.outcome <> 'held_back')""",
+            missing, held = self.sql(
+                f"""SELECT count(*), count(*) FILTER (WHERE i.outcome = 'held_back') FROM {source}.events e
+                    LEFT JOIN {service}.inbox i ON i.consumer = $1 AND i.event_id = e.event_id
+                    WHERE i.event_id IS NULL OR i.outcome = 'held_back'""",
                 consumer,
-            )
+            )[0]
             if missing:
-                return False
-        return True
+                behind.append(f"{consumer}: {missing} of {source}'s events not applied ({held} held back)")
+        return behind
 
     def applying(self, consumer: str, prefix: str) -> bool:
         """The consumer has applied some, not all, of the registry events of the load ``prefix``."""
@@ -387,7 +403,8 @@ def _start(scratch: Callable[[str], Path]) -> FaultStack:
 
 
 LOGS_KEPT = Path(tempfile.gettempdir()) / "chengneng-fault-logs"
-"""The last fault stack's logs are copied here, to read after a failure."""
+"""The last fault stack's logs are copied here, to read after a failure; a failed test's
+are also kept beneath it, in a directory named after the test, as they were when it failed."""
 
 
 def _stop(fs: FaultStack) -> None:
@@ -397,7 +414,6 @@ def _stop(fs: FaultStack) -> None:
     finally:
         fs.broker.stop()
         fs.pg.stop()  # nothing to do if a failed test left it stopped
-        shutil.rmtree(LOGS_KEPT, ignore_errors=True)
         shutil.copytree(fs.stack.home / "logs", LOGS_KEPT, dirs_exist_ok=True)
 
 
@@ -419,6 +435,18 @@ def _no_fault_stack_left() -> Iterator[None]:
     yield
     while _RUNNING:  # the run was interrupted inside this directory
         _stop(_RUNNING.pop())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Keep the stack's logs as they were when a test failed: later tests append to them, and a
+    tainted stack's are replaced by a new stack's."""
+    report = yield
+    if report.failed and _RUNNING:
+        kept = LOGS_KEPT / "failed" / f"{item.name}-{report.when}"
+        shutil.copytree(_RUNNING[0].stack.home / "logs", kept, dirs_exist_ok=True)
+        report.sections.append(("fault stack logs", f"kept in {kept}"))
+    return report
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
