@@ -156,6 +156,10 @@ class _AppliedConcurrently(Exception):
     """Rolls back an application that another consumer instance committed first."""
 
 
+class _BatchSpoiled(Exception):
+    """Rolls back a batch in which something failed that a handler did not let through."""
+
+
 class BrokerLostState(Exception):
     """The broker forgot what this consumer committed: rebuild the client, read from the start."""
 
@@ -365,8 +369,11 @@ class InboxConsumer:
                     if applied is None:
                         return False
                     fresh = [e for e in events if e.event_id not in applied]
-                    for event in fresh:
-                        await self._run_handler(conn, event)
+                    with db.batch() as batch:
+                        for event in fresh:
+                            await self._run_handler(conn, event)
+                    if batch.spoiled:  # a handler went on after a failure its writes may share
+                        raise _BatchSpoiled("a reaction failed and its handler carried on")
                     if await self._record_applied(conn, fresh) != len(fresh):
                         raise _AppliedConcurrently()
             except _AppliedConcurrently:

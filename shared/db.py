@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -404,6 +405,40 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None
         await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
     database = await conn.fetchval("SELECT quote_ident(current_database())")
     await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+
+
+@dataclass
+class Batch:
+    """A transaction that applies many things at once and, if any of them fails, is rolled
+    back and each thing done again in a transaction of its own (``InboxConsumer`` applying a
+    fetch together).
+
+    Inside one, work that would protect its writes with a savepoint, to retry them alone,
+    may write without: the batch's rollback and the one-by-one retry do that job. It must then
+    mark the batch ``spoiled`` when it fails, because a caller may catch the error and carry
+    on, and the batch must be rolled back all the same.
+    """
+
+    spoiled: bool = False
+
+
+_BATCH: ContextVar[Batch | None] = ContextVar("chengneng_batch", default=None)
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[Batch]:
+    """Mark what runs inside (in this task) as part of a ``Batch``."""
+    current = Batch()
+    token = _BATCH.set(current)
+    try:
+        yield current
+    finally:
+        _BATCH.reset(token)
+
+
+def current_batch() -> Batch | None:
+    """The batch this code runs in, if any."""
+    return _BATCH.get()
 
 
 class Wakeup:

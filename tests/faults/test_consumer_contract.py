@@ -5,6 +5,7 @@ when nothing in it needs the careful way."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -16,10 +17,11 @@ from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
 from shared import db, kafka
+from shared.commands import Aggregate, EventStore
 from shared.consumer import HANDLER_ATTEMPTS, TOGETHER, HeldRecord, InboxConsumer, contract_violation
 from shared.envelope import Envelope
 from shared.kafka import IncomingEvent
-from shared.messages import Event, EventRegistry
+from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
 from tests.conftest import ServiceDb
 
@@ -535,3 +537,76 @@ async def test_a_database_outage_during_a_batch_is_waited_out_and_the_batch_appl
     await recorder.handle_batch(stream("一", "二", "三"))
     assert calls == ["一", "二", "一", "二", "三"] and recorder.dead == []
     assert batches(recorder, "together") == 1 and await transactions(service_db) == 1
+
+
+# --- reactions in a batch: no savepoint of their own ------------------------------------------
+
+
+class Echoed(Event):
+    event_type: ClassVar[str] = "Echoed"
+    text: str
+
+
+class Echo(Command):
+    text: str
+
+
+ECHOES = Aggregate(
+    stream_type="echo",
+    initial=lambda: 0,
+    evolve=lambda count, event: count + 1,
+    decide=lambda count, command: [Echoed(text=command.text)],
+    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
+)
+
+
+def echoing(service_db: ServiceDb, *, refuse: str = "") -> Any:
+    """A handler that reacts to each note by appending an echo of it to a stream of its own,
+    as a policy does; the projection refuses the echo of ``refuse`` after it was appended, and
+    the handler carries on as if nothing happened."""
+
+    async def project(conn: Any, envelope: Envelope, event: Event) -> None:
+        if isinstance(event, Echoed) and event.text == refuse:
+            raise RuntimeError("the projection refuses it")
+
+    events = EventStore(service_db.pool, EventRegistry(Echoed), project)
+
+    async def handler(conn: Any, event: IncomingEvent) -> None:
+        text = event.data["text"]
+        command = Echo(issued_by=ACTOR, issued_at=datetime.now(UTC), text=text)
+        with contextlib.suppress(RuntimeError):
+            await events.execute_within(
+                conn, ECHOES, f"echo-{text}", command, correlation_id=event.correlation_id, causation_id=event.event_id
+            )
+
+    return handler
+
+
+async def test_reactions_in_a_batch_write_in_the_batch_transaction_itself(service_db: ServiceDb) -> None:
+    """A savepoint per reaction costs two round trips; in a batch the batch's rollback does its job.
+    Rows written in a savepoint carry its own transaction id (xmin), so the ids tell."""
+    recorder = Recorder(service_db, echoing(service_db))
+    await recorder.handle_batch(stream("一", "二", "三"))
+    assert batches(recorder, "together") == 1
+    rows = await service_db.pool.fetch("SELECT xmin::text FROM events UNION ALL SELECT xmin::text FROM inbox")
+    assert len(rows) == 6 and len({r[0] for r in rows}) == 1
+
+    one_by_one = Recorder(service_db, echoing(service_db), together=1)
+    await one_by_one.handle_batch(stream("四", "五", stream_id="note-2"))
+    [(inbox_xids, event_xids)] = await service_db.pool.fetch(
+        """SELECT (SELECT array_agg(xmin::text) FROM inbox WHERE consumer = $1),
+                  (SELECT array_agg(xmin::text) FROM events WHERE stream_id IN ('echo-四', 'echo-五'))""",
+        one_by_one.consumer.name,
+    )
+    assert len(event_xids) == 2 and not set(event_xids) & set(inbox_xids)  # each echo in its savepoint
+
+
+async def test_a_failed_reaction_its_handler_carries_on_from_rolls_the_batch_back(service_db: ServiceDb) -> None:
+    """Without a savepoint a failed reaction's append would stay in the batch; the batch is
+    rolled back and applied one by one, where the savepoint takes the refused echo away."""
+    recorder = Recorder(service_db, echoing(service_db, refuse="坏"))
+    await recorder.handle_batch(stream("好", "坏", "后"))
+    assert (batches(recorder, "together"), batches(recorder, "one_by_one")) == (0, 1)
+    echoes = {r[0] for r in await service_db.pool.fetch("SELECT stream_id FROM events")}
+    assert echoes == {"echo-好", "echo-后"} and recorder.dead == []
+    assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
