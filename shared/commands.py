@@ -182,9 +182,11 @@ class EventStore:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._decide_and_append(
+                    result = await self._decide_and_append(
                         conn, aggregate, stream_id, command, correlation_id, causation_id, idempotency
                     )
+                store.note_committed()
+                return result
             except ConcurrencyConflict:
                 log.info("append conflict; deciding again", stream_id=stream_id, attempt=attempt)
                 if attempt == MAX_ATTEMPTS:

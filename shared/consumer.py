@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from shared import db, kafka
+from shared import db, kafka, store
 from shared.db import Connection
 from shared.kafka import IncomingEvent, MalformedMessage
 from shared.messages import EventRegistry
@@ -376,6 +376,7 @@ class InboxConsumer:
                         raise _BatchSpoiled("a reaction failed and its handler carried on")
                     if await self._record_applied(conn, fresh) != len(fresh):
                         raise _AppliedConcurrently()
+                store.note_committed()
             except _AppliedConcurrently:
                 return False
             except Exception as exc:
@@ -595,6 +596,7 @@ class InboxConsumer:
                     await self._run_handler(conn, event)
                     if not await self._record_applied(conn, [event]):
                         raise _AppliedConcurrently()
+                store.note_committed()
             except _AppliedConcurrently:
                 DUPLICATES.labels(self.name).inc()
                 return False  # another instance applied it first: our effects were rolled back

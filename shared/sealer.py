@@ -115,14 +115,19 @@ class Sealer:
                 await kafka.ensure_topics(self.bootstrap, [CHECKPOINT_TOPIC], partitions=1)
                 await self._load_range()
                 last_checkpoint = time.monotonic()
-                while True:
-                    sealed = await self.seal_pending()
-                    if time.monotonic() - last_checkpoint >= self.interval_s:
-                        await self.checkpoint(producer)
-                        await lock.fetchval("SELECT 1")
-                        last_checkpoint = time.monotonic()
-                    if not sealed:
-                        await asyncio.sleep(min(self.poll_s, self.interval_s))
+                with store.commit_signal() as committed:
+                    while True:
+                        committed.clear()
+                        sealed = await self.seal_pending()
+                        if time.monotonic() - last_checkpoint >= self.interval_s:
+                            await self.checkpoint(producer)
+                            await lock.fetchval("SELECT 1")
+                            last_checkpoint = time.monotonic()
+                        if not sealed:
+                            # Woken at once by this process's commits; the poll finds the
+                            # events of other instances of the service.
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(committed.wait(), min(self.poll_s, self.interval_s))
             finally:
                 with contextlib.suppress(Exception):
                     await producer.stop()

@@ -470,6 +470,29 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+_COMMIT_WAITERS: set[asyncio.Event] = set()
+
+
+def note_committed() -> None:
+    """This process has just committed a transaction that may hold new events: wake its
+    sealers (``wait_for_commit``) now rather than at their next poll. Every event of a command
+    passes the sealer and then a topic on its way out, so the poll was on every event's path."""
+    for waiter in _COMMIT_WAITERS:
+        waiter.set()
+
+
+@contextlib.contextmanager
+def commit_signal() -> Iterator[asyncio.Event]:
+    """An event set by every ``note_committed`` of this process while inside; the holder
+    clears it before it looks, so a commit made while it looks is not missed."""
+    waiter = asyncio.Event()
+    _COMMIT_WAITERS.add(waiter)
+    try:
+        yield waiter
+    finally:
+        _COMMIT_WAITERS.discard(waiter)
+
+
 async def sealer_cursor(conn: Connection | asyncpg.Pool) -> Cursor:
     """Where the sealer has read up to: every event up to it is in the log."""
     row = await conn.fetchrow("SELECT xid, position FROM sealer_cursor")

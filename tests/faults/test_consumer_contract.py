@@ -16,7 +16,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from shared import db, kafka
+from shared import db, kafka, store
 from shared.commands import Aggregate, EventStore
 from shared.consumer import HANDLER_ATTEMPTS, TOGETHER, HeldRecord, InboxConsumer, contract_violation
 from shared.envelope import Envelope
@@ -610,3 +610,18 @@ async def test_a_failed_reaction_its_handler_carries_on_from_rolls_the_batch_bac
     echoes = {r[0] for r in await service_db.pool.fetch("SELECT stream_id FROM events")}
     assert echoes == {"echo-好", "echo-后"} and recorder.dead == []
     assert await inbox_rows(service_db) == [(1, "applied", False), (2, "applied", False), (3, "applied", False)]
+
+
+async def test_each_commit_of_a_consumer_wakes_the_sealers_of_its_process(service_db: ServiceDb) -> None:
+    """A policy's reaction is an event on its way out; the sealer need not wait for its poll."""
+    recorder = Recorder(service_db, echoing(service_db))
+    with store.commit_signal() as committed:
+        await recorder.handle_batch(stream("一", "二"))  # together
+        assert committed.is_set()
+        committed.clear()
+        alone = stream("三", stream_id="note-2")[0]
+        await recorder.handle(alone)
+        assert committed.is_set()
+        committed.clear()
+        await recorder.handle(alone)  # applied before: nothing new to seal
+        assert not committed.is_set()

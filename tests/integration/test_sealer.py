@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +13,9 @@ from pathlib import Path
 import asyncpg
 
 from shared import merkle, store
-from shared.messages import Event
+from shared.commands import Aggregate, EventStore
+from shared.embedded import EmbeddedBroker
+from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
 from shared.sealer import Sealer
 from tests.conftest import ServiceDb
@@ -164,3 +169,53 @@ async def test_a_sealer_refuses_to_sign_over_a_log_changed_under_its_last_checkp
     assert await third.seal_pending() == 1  # sealing goes on (nothing is lost) ...
     assert await third.checkpoint(None) is None  # ... but nothing more is signed over the changed log
     assert await service_db.pool.fetchval("SELECT max(tree_size) FROM checkpoints") == 6
+
+
+class Note(Command):
+    text: str
+
+
+NOTES = Aggregate(
+    stream_type="note",
+    initial=lambda: 0,
+    evolve=lambda count, event: count + 1,
+    decide=lambda count, command: [Noted(text=command.text)],
+    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
+)
+
+
+async def test_a_command_is_sealed_at_once_by_the_sealer_of_its_process_not_at_its_next_poll(
+    service_db: ServiceDb, broker: EmbeddedBroker
+) -> None:
+    """Every event waits for the sealer on its way to a topic: a sealer that only polled would
+    add up to its poll interval to each. This one polls once a minute."""
+    keys = Path(tempfile.mkdtemp(prefix="chengneng-keys-"))
+    sealer = Sealer(
+        service_db.schema, service_db.pool, service_db.app_url, broker.bootstrap, keys, interval_s=60, poll_s=60
+    )
+    events = EventStore(service_db.pool, EventRegistry(Noted))
+
+    async def sealed_within(count: int, seconds: float) -> None:
+        began = time.monotonic()
+        while time.monotonic() - began < seconds:
+            if await service_db.pool.fetchval("SELECT count(*) FROM log_entries") == count:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{count} events not sealed within {seconds} s")
+
+    async def command(text: str) -> None:
+        note = Note(issued_by=ACTOR, issued_at=datetime.now(UTC), text=text)
+        await events.execute(NOTES, "notes", note, correlation_id=uuid.uuid4())
+
+    task = asyncio.create_task(sealer.run())
+    try:
+        await command("first")
+        await sealed_within(1, 30)  # at its start, or woken
+        for n in range(2, 5):
+            await asyncio.sleep(0.3)  # the sealer is waiting out its poll
+            await command(f"then {n}")
+            await sealed_within(n, 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
