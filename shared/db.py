@@ -442,8 +442,9 @@ def current_batch() -> Batch | None:
 
 
 class Wakeup:
-    """Wakes a polling loop as soon as PostgreSQL notifies a channel; the poll interval stays as
-    the fallback, so a lost notification (a reconnect, say) costs at most one interval."""
+    """Wakes a polling loop as soon as PostgreSQL notifies a channel (``listen``) or this
+    process says there is work (``notify``); the poll interval stays as the fallback, so a
+    lost notification (a reconnect, say) costs at most one interval."""
 
     def __init__(self) -> None:
         self._notified = asyncio.Event()
@@ -453,6 +454,13 @@ class Wakeup:
 
     def _on_notify(self, *_: object) -> None:
         self._notified.set()
+
+    def notify(self) -> None:
+        self._notified.set()
+
+    def pending(self) -> bool:
+        """Whether the next ``wait`` returns at once."""
+        return self._notified.is_set()
 
     async def wait(self, timeout_s: float) -> None:
         """Return when notified (or already notified since the last wait), or after ``timeout_s``."""

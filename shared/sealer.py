@@ -115,19 +115,18 @@ class Sealer:
                 await kafka.ensure_topics(self.bootstrap, [CHECKPOINT_TOPIC], partitions=1)
                 await self._load_range()
                 last_checkpoint = time.monotonic()
-                with store.commit_signal() as committed:
+                # Woken at once by this process's commits; the poll finds the events that
+                # other instances of the service commit.
+                wakeup = db.Wakeup()
+                with store.woken_by_commits(wakeup):
                     while True:
-                        committed.clear()
                         sealed = await self.seal_pending()
                         if time.monotonic() - last_checkpoint >= self.interval_s:
                             await self.checkpoint(producer)
                             await lock.fetchval("SELECT 1")
                             last_checkpoint = time.monotonic()
                         if not sealed:
-                            # Woken at once by this process's commits; the poll finds the
-                            # events of other instances of the service.
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(committed.wait(), min(self.poll_s, self.interval_s))
+                            await wakeup.wait(min(self.poll_s, self.interval_s))
             finally:
                 with contextlib.suppress(Exception):
                     await producer.stop()

@@ -24,7 +24,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from shared.db import Connection
+from shared.db import Connection, Wakeup
 from shared.envelope import GENESIS_HASH, Envelope, canonical_bytes, chain_hash
 from shared.errors import ConcurrencyConflict
 from shared.messages import Event, EventRegistry
@@ -470,27 +470,25 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-_COMMIT_WAITERS: set[asyncio.Event] = set()
+_WOKEN_BY_COMMITS: set[Wakeup] = set()
 
 
 def note_committed() -> None:
     """This process has just committed a transaction that may hold new events: wake its
-    sealers (``wait_for_commit``) now rather than at their next poll. Every event of a command
-    passes the sealer and then a topic on its way out, so the poll was on every event's path."""
-    for waiter in _COMMIT_WAITERS:
-        waiter.set()
+    sealer now rather than at its next poll. Every event of a command passes the sealer and
+    then a topic on its way out, so the poll was on every event's path."""
+    for wakeup in _WOKEN_BY_COMMITS:
+        wakeup.notify()
 
 
 @contextlib.contextmanager
-def commit_signal() -> Iterator[asyncio.Event]:
-    """An event set by every ``note_committed`` of this process while inside; the holder
-    clears it before it looks, so a commit made while it looks is not missed."""
-    waiter = asyncio.Event()
-    _COMMIT_WAITERS.add(waiter)
+def woken_by_commits(wakeup: Wakeup) -> Iterator[None]:
+    """While inside, every ``note_committed`` of this process notifies ``wakeup``."""
+    _WOKEN_BY_COMMITS.add(wakeup)
     try:
-        yield waiter
+        yield
     finally:
-        _COMMIT_WAITERS.discard(waiter)
+        _WOKEN_BY_COMMITS.discard(wakeup)
 
 
 async def sealer_cursor(conn: Connection | asyncpg.Pool) -> Cursor:

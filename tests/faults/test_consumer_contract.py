@@ -615,13 +615,14 @@ async def test_a_failed_reaction_its_handler_carries_on_from_rolls_the_batch_bac
 async def test_each_commit_of_a_consumer_wakes_the_sealers_of_its_process(service_db: ServiceDb) -> None:
     """A policy's reaction is an event on its way out; the sealer need not wait for its poll."""
     recorder = Recorder(service_db, echoing(service_db))
-    with store.commit_signal() as committed:
+    wakeup = db.Wakeup()
+    with store.woken_by_commits(wakeup):
         await recorder.handle_batch(stream("一", "二"))  # together
-        assert committed.is_set()
-        committed.clear()
+        assert wakeup.pending()
+        await wakeup.wait(0)
         alone = stream("三", stream_id="note-2")[0]
         await recorder.handle(alone)
-        assert committed.is_set()
-        committed.clear()
+        assert wakeup.pending()
+        await wakeup.wait(0)
         await recorder.handle(alone)  # applied before: nothing new to seal
-        assert not committed.is_set()
+        assert not wakeup.pending()
