@@ -23,7 +23,7 @@ import structlog
 
 from shared import db, store
 from shared.db import Connection
-from shared.envelope import GENESIS_HASH, Envelope
+from shared.envelope import GENESIS_HASH, Envelope, Recorded
 from shared.errors import ConcurrencyConflict, InvalidInput
 from shared.messages import Aggregate, Command, Event, EventRegistry
 
@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
 
-Projector = Callable[[Connection, Envelope, Event], Awaitable[None]]
+Projector = Callable[[Connection, Recorded, Event], Awaitable[None]]
 """Updates a service's read models for one new event, inside the append transaction."""
 
 MAX_ATTEMPTS = 10

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -28,6 +28,32 @@ def utc_iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are refused: time must carry its zone")
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Recorded(Protocol):
+    """What a projection may read of a stored event besides the event itself.
+
+    ``Envelope`` has all of it; a replay that rebuilds read models gives the lighter
+    ``store.Replayed``, which leaves the hash chain, the correlation and the recording time
+    in the table. Typing projections with this protocol keeps them from reading those.
+    """
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def stream_version(self) -> int: ...
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def actor(self) -> Principal: ...
+    @property
+    def jurisdiction(self) -> str: ...
+    @property
+    def position(self) -> int | None: ...
 
 
 class Envelope(msgspec.Struct, frozen=True):

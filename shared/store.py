@@ -17,9 +17,10 @@ import functools
 import gc
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -350,10 +351,12 @@ async def read_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int)
     return [(_cursor(r), envelope_from_record(r)) for r in await _rows_after(conn, after, limit)]
 
 
-async def _rows_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int) -> list[asyncpg.Record]:
-    """The rows ``read_after`` reads: ``COLUMNS``, then the transaction id."""
+async def _rows_after(
+    conn: Connection | asyncpg.Pool, after: Cursor, limit: int, columns: str = COLUMNS
+) -> list[asyncpg.Record]:
+    """The rows ``read_after`` reads: ``columns``, position first, then the transaction id."""
     return await conn.fetch(
-        f"""SELECT {COLUMNS}, xact_id::text::bigint AS xid FROM events
+        f"""SELECT {columns}, xact_id::text::bigint AS xid FROM events
             WHERE (xact_id, position) > ($1::text::xid8, $2::bigint) AND {_VISIBLE}
             ORDER BY xact_id, position LIMIT $3""",
         str(after[0]),
@@ -363,8 +366,8 @@ async def _rows_after(conn: Connection | asyncpg.Pool, after: Cursor, limit: int
 
 
 def _cursor(row: asyncpg.Record) -> Cursor:
-    # By position (the transaction id follows COLUMNS; position is the first of them).
-    return (row[_WIDTH], row[0])
+    # The transaction id is the last column; position, the first.
+    return (row[-1], row[0])
 
 
 async def read_versions(conn: Connection | asyncpg.Pool, stream_id: str, first: int, below: int) -> list[Envelope]:
@@ -399,9 +402,66 @@ async def tail(conn: Connection | asyncpg.Pool, batch_size: int = 500) -> AsyncI
         cursor = batch[-1][0]
 
 
+class Replayed(msgspec.Struct, frozen=True):
+    """A stored event as a replay gives it to projections (``Recorded``): 8 of an envelope's
+    16 fields. The other columns (the hash chain, the correlation, the recording time, the
+    stream type) are not read: they made a third of reading a row, and only the audit, which
+    reads whole envelopes, needs them."""
+
+    stream_id: str
+    stream_version: int
+    event_id: uuid.UUID
+    event_type: str
+    occurred_at: datetime
+    actor: Principal
+    jurisdiction: str
+    position: int
+
+
+REPLAY_COLUMNS = """position, stream_id, stream_version, event_id, event_type, schema_version, occurred_at,
+    actor_subject, actor_org, actor_role, actor_jurisdiction, jurisdiction, payload"""
+
+
+def _replayed(
+    rows: list[asyncpg.Record], decode: Callable[[str, int, dict[str, Any]], Event]
+) -> list[tuple[Replayed, Event]]:
+    """Each row of ``REPLAY_COLUMNS`` (and the transaction id) as a ``Replayed`` and its event."""
+    return [
+        (
+            Replayed(
+                stream_id,
+                version,
+                event_id,
+                event_type,
+                occurred_at,
+                _actor(subject, org, role, where),
+                jurisdiction,
+                position,
+            ),
+            decode(event_type, schema_version, payload),
+        )
+        for (
+            position,
+            stream_id,
+            version,
+            event_id,
+            event_type,
+            schema_version,
+            occurred_at,
+            subject,
+            org,
+            role,
+            where,
+            jurisdiction,
+            payload,
+            _,
+        ) in rows
+    ]
+
+
 async def replay(
     conn: Connection | asyncpg.Pool, registry: EventRegistry, batch_size: int = 1000
-) -> AsyncIterator[list[tuple[Envelope, Event]]]:
+) -> AsyncIterator[list[tuple[Replayed, Event]]]:
     """Every visible event with its decoded domain event, in tail order, in bounded batches.
 
     What read-model rebuilds and replays use: memory stays at a couple of batches, whatever
@@ -421,9 +481,8 @@ async def replay(
     """
     ahead = isinstance(conn, asyncpg.Pool)
     after = START
-    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
-    decode = registry.decode
-    decoded: list[tuple[Envelope, Event]] = []
+    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size, REPLAY_COLUMNS))
+    decoded: list[tuple[Replayed, Event]] = []
     try:
         for number in itertools.count(1):
             with _collector_paused():  # the rows of a batch are decoded while it is awaited
@@ -436,15 +495,13 @@ async def replay(
                     break
                 after = _cursor(rows[-1])
                 if ahead:
-                    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
-                decoded = [
-                    (e, decode(e.event_type, e.schema_version, e.payload)) for e in map(envelope_from_record, rows)
-                ]
+                    reading = asyncio.ensure_future(_rows_after(conn, after, batch_size, REPLAY_COLUMNS))
+                decoded = _replayed(rows, registry.decode)
                 del rows
                 gc.freeze()
             yield decoded
             if not ahead:
-                reading = asyncio.ensure_future(_rows_after(conn, after, batch_size))
+                reading = asyncio.ensure_future(_rows_after(conn, after, batch_size, REPLAY_COLUMNS))
     finally:
         gc.unfreeze()
         if not reading.done():

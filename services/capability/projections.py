@@ -10,7 +10,7 @@ from __future__ import annotations
 from services.capability import domain
 from shared import readmodels
 from shared.db import Connection, Migration
-from shared.envelope import Envelope
+from shared.envelope import Recorded
 from shared.messages import Event
 
 MIGRATIONS = (
@@ -55,7 +55,7 @@ MIGRATIONS = (
 _SELECTION_TYPES = frozenset(domain.SELECTION_EVENTS.by_type)
 
 
-async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def project(conn: Connection, envelope: Recorded, event: Event) -> None:
     """Update the read models for one new event (inside the append transaction)."""
     if event.event_type in _SELECTION_TYPES:
         await _project_selection(conn, envelope, event)
@@ -63,7 +63,7 @@ async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
         await _project_society(conn, envelope, event)
 
 
-async def _project_society(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def _project_society(conn: Connection, envelope: Recorded, event: Event) -> None:
     society_id: str = event.society_id  # type: ignore[attr-defined]  # every society event names it
     raw = await conn.fetchval("SELECT state FROM societies WHERE society_id = $1", society_id)
     state = domain.SocietyState.model_validate(raw) if raw is not None else domain.initial_society()
@@ -92,7 +92,7 @@ async def _project_society(conn: Connection, envelope: Envelope, event: Event) -
     )
 
 
-async def _project_selection(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def _project_selection(conn: Connection, envelope: Recorded, event: Event) -> None:
     function_id: str = event.function_id  # type: ignore[attr-defined]  # every selection event names it
     raw = await conn.fetchval("SELECT state FROM selections WHERE function_id = $1", function_id)
     state = domain.SelectionState.model_validate(raw) if raw is not None else domain.initial_selection()

@@ -14,7 +14,7 @@ from typing import Any
 from services.disclosure import domain
 from shared import readmodels
 from shared.db import Connection, Migration
-from shared.envelope import Envelope
+from shared.envelope import Recorded
 from shared.jurisdiction import in_subtree_sql
 from shared.messages import Event
 
@@ -106,7 +106,7 @@ ON_THE_LIST = frozenset({"listed", "open", "assigned", "transferred", "returned"
 UNDERTAKEN = frozenset({"assigned", "transferred"})
 
 
-async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def project(conn: Connection, envelope: Recorded, event: Event) -> None:
     """Update the public read models for one disclosed fact (inside the append transaction)."""
     assert isinstance(event, domain.FactDisclosed)
     kind, _, key = event.subject.partition("/")
@@ -114,7 +114,7 @@ async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
     await handler[kind](conn, key, envelope, event)
 
 
-async def _function(conn: Connection, function_id: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+async def _function(conn: Connection, function_id: str, envelope: Recorded, fact: domain.FactDisclosed) -> None:
     row = await conn.fetchrow("SELECT data, status FROM p_functions WHERE function_id = $1", function_id)
     data: dict[str, Any] = dict(row["data"]) if row else {"function_id": function_id}
     status = row["status"] if row else "proposed"
@@ -149,7 +149,7 @@ async def _function(conn: Connection, function_id: str, envelope: Envelope, fact
         await conn.execute("UPDATE p_societies SET participating = true WHERE society_id = $1", data["society_id"])
 
 
-async def _list(conn: Connection, jurisdiction: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+async def _list(conn: Connection, jurisdiction: str, envelope: Recorded, fact: domain.FactDisclosed) -> None:
     await conn.execute(
         """INSERT INTO p_list_versions (jurisdiction, version, entries, note, published_at)
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
@@ -171,7 +171,7 @@ async def _lock_society(conn: Connection, society_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"p_societies:{society_id}")
 
 
-async def _society(conn: Connection, society_id: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+async def _society(conn: Connection, society_id: str, envelope: Recorded, fact: domain.FactDisclosed) -> None:
     await _lock_society(conn, society_id)
     row = await conn.fetchrow("SELECT data FROM p_societies WHERE society_id = $1", society_id)
     data: dict[str, Any] = dict(row["data"]) if row else {"society_id": society_id, "status": "active"}
@@ -215,7 +215,7 @@ async def _society(conn: Connection, society_id: str, envelope: Envelope, fact: 
     )
 
 
-async def _selection(conn: Connection, function_id: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+async def _selection(conn: Connection, function_id: str, envelope: Recorded, fact: domain.FactDisclosed) -> None:
     row = await conn.fetchrow("SELECT data FROM p_selections WHERE function_id = $1", function_id)
     data: dict[str, Any] = dict(row["data"]) if row else {"function_id": function_id, "applicants": []}
     match fact.public_type:
@@ -254,7 +254,7 @@ def _empty_case(project_id: str) -> dict[str, Any]:
     }
 
 
-async def _case(conn: Connection, project_id: str, envelope: Envelope, fact: domain.FactDisclosed) -> None:
+async def _case(conn: Connection, project_id: str, envelope: Recorded, fact: domain.FactDisclosed) -> None:
     row = await conn.fetchrow("SELECT data FROM p_cases WHERE project_id = $1", project_id)
     data: dict[str, Any] = dict(row["data"]) if row else _empty_case(project_id)
     d, when = fact.data, envelope.occurred_at.date().isoformat()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from services.registry import domain
 from shared import readmodels
 from shared.db import Connection, Migration
-from shared.envelope import Envelope
+from shared.envelope import Recorded
 from shared.messages import Event
 
 MIGRATIONS = (
@@ -59,7 +59,7 @@ ON_THE_LIST = (
 """States in which a function stands on its jurisdiction's transferable-function list."""
 
 
-async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def project(conn: Connection, envelope: Recorded, event: Event) -> None:
     """Update the read models for one new event (called inside the append transaction)."""
     if isinstance(event, domain.FunctionListPublished):
         await conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.supervision import domain
 from shared import readmodels
 from shared.db import Connection, Migration
-from shared.envelope import Envelope
+from shared.envelope import Recorded
 from shared.messages import Event
 
 MIGRATIONS = (
@@ -54,7 +54,7 @@ def overdue_items(state: domain.CaseState) -> list[dict[str, str]]:
     return items
 
 
-async def project(conn: Connection, envelope: Envelope, event: Event) -> None:
+async def project(conn: Connection, envelope: Recorded, event: Event) -> None:
     """Update the case row for one new event (inside the append transaction)."""
     project_id: str = event.project_id  # type: ignore[attr-defined]  # every case event names it
     raw = await conn.fetchval("SELECT state FROM cases WHERE project_id = $1", project_id)

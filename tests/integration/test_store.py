@@ -17,7 +17,7 @@ import pytest
 
 from shared import db, store
 from shared.commands import Aggregate, EventStore, Idempotency
-from shared.envelope import GENESIS_HASH
+from shared.envelope import GENESIS_HASH, Recorded
 from shared.errors import ConcurrencyConflict, InvalidInput
 from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
@@ -361,6 +361,23 @@ async def test_replay_yields_every_event_in_batches_and_leaves_the_collector_as_
             break  # a caller that stops early
         await replaying.aclose()
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+async def test_a_replay_gives_projections_each_event_as_the_store_holds_it(service_db: ServiceDb) -> None:
+    """A replay reads only the columns a projection may use (``Recorded``); each must be the stored one."""
+    await append_in_tx(service_db.pool, "first", 0, "一", "二")
+    await append_in_tx(service_db.pool, "second", 0, "三")
+    await append_in_tx(service_db.pool, "first", 2, "四")
+    stored = {e.event_id: e for s in ("first", "second") for e in await store.read_stream(service_db.pool, s)}
+    registry = EventRegistry(Noted)
+    replayed = [pair async for batch in store.replay(service_db.pool, registry, batch_size=3) for pair in batch]
+    assert [r.event_id for r, _ in replayed] == sorted(stored, key=lambda i: stored[i].position or 0)
+    fields = [name for name in dir(Recorded) if not name.startswith("_")]
+    assert len(fields) == 8
+    for replayed_event, event in replayed:
+        envelope = stored[replayed_event.event_id]
+        assert {f: getattr(replayed_event, f) for f in fields} == {f: getattr(envelope, f) for f in fields}
+        assert event == registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
 
 
 async def test_a_replay_abandoned_with_its_pool_closed_leaves_no_stray_error(service_db: ServiceDb) -> None:
