@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -150,6 +151,11 @@ def read_record(record: Any, sources: Sources | None) -> tuple[str | None, Incom
         return None, event
     violation, event = contract_violation(sources, event)
     return violation, event
+
+
+IDLE_OFFSETS_CHECK_S = 5.0
+"""How long a consumer that fetches nothing waits before it checks that the broker still has
+the offsets it committed (see ``_check_offsets_kept``)."""
 
 
 class _AppliedConcurrently(Exception):
@@ -282,10 +288,21 @@ class InboxConsumer:
             await consumer.start()
             await producer.start()
             log.info("consumer started", consumer=self.name, topics=self.topics)
+            checked = time.monotonic()
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
                     await self._check_offsets_kept(consumer, committed, list(batches))
+                    checked = time.monotonic()
+                elif committed and time.monotonic() - checked >= IDLE_OFFSETS_CHECK_S:
+                    # A client whose positions lie beyond the end of a topic the broker
+                    # recreated empty fetches nothing at all: the check must not wait for a record.
+                    # A broker away meanwhile is no news: the fetches wait it out, as before.
+                    with contextlib.suppress(KafkaError, TimeoutError):
+                        await asyncio.wait_for(
+                            self._check_offsets_kept(consumer, committed, list(committed)), IDLE_OFFSETS_CHECK_S
+                        )
+                    checked = time.monotonic()
                 await self._release_ready(producer)
                 if batches:
                     # Partitions hold different streams: their records are applied together,
@@ -303,7 +320,7 @@ class InboxConsumer:
                     await client.stop()
 
     async def _check_offsets_kept(
-        self, consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int], fetched: list[TopicPartition]
+        self, consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int], partitions: list[TopicPartition]
     ) -> None:
         """Start over from the beginning if the broker forgot the offsets this client committed.
 
@@ -311,10 +328,12 @@ class InboxConsumer:
         again at the same address: the client goes on fetching at its old positions, which on
         the new topic (the relay publishes the whole history again) point into the middle, so
         the events before them would be skipped. The committed offsets are the witness: gone
-        means the broker lost its state. Checked after the fetch and before the records are
-        applied, so nothing fetched from the new broker is applied out of order.
+        means the broker lost its state. Checked after each fetch and before its records are
+        applied, so nothing fetched from the new broker is applied out of order; and, when
+        nothing comes, every ``IDLE_OFFSETS_CHECK_S``, because positions beyond the end of
+        the new topic fetch nothing.
         """
-        for tp in fetched:
+        for tp in partitions:
             if tp in committed and await consumer.committed(tp) is None:
                 BROKER_RESETS.labels(self.name).inc()
                 log.warning(

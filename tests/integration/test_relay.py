@@ -9,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+from prometheus_client import REGISTRY
 
 from shared import kafka, store
 from shared import relay as relay_module
@@ -308,4 +310,58 @@ async def test_a_marker_commit_after_the_broker_restarted_empty_fails_instead_of
     finally:
         with contextlib.suppress(Exception):
             await marker.stop()
+        own.stop()
+
+
+async def test_a_consumer_past_the_end_of_a_topic_recreated_empty_notices_without_a_record_and_starts_over(
+    service_db: ServiceDb, scratch_dir: Path
+) -> None:
+    """After the broker restarted empty, a client fetching at its old positions gets nothing
+    (they lie beyond the end of the new topic), so no fetched record reveals the loss; the
+    committed offsets, checked while idle, do, and the events published after are applied."""
+    own = start_broker(scratch_dir / "broker")
+    topic = f"chengneng.test-gone-{uuid.uuid4().hex[:8]}"
+    applied: list[str] = []
+
+    async def handler(conn, event: IncomingEvent) -> None:  # type: ignore[no-untyped-def]
+        applied.append(event.data["text"])
+
+    async def publish(*texts: str, stream: str) -> None:
+        await append(service_db, stream, 0, *texts)
+        producer = AIOKafkaProducer(bootstrap_servers=own.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for envelope in await store.read_stream(service_db.pool, stream):
+                message = kafka.to_message("registry", envelope)
+                await producer.send_and_wait(topic, value=message.value, key=message.key, headers=message.headers)
+        finally:
+            await producer.stop()
+
+    async def until(condition: Any, seconds: float) -> None:
+        for _ in range(int(seconds * 10)):
+            if condition():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not within {seconds} s; applied: {applied}")
+
+    name = f"test-{uuid.uuid4().hex[:6]}"
+    consumer = InboxConsumer(name, [topic], service_db.pool, own.bootstrap, handler, session_timeout_ms=6000)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await kafka.ensure_topics(own.bootstrap, [topic], partitions=1)
+        await publish("一", "二", "三", "四", stream="before")
+        await until(lambda: len(applied) == 4, 60)
+        await asyncio.sleep(1.0)  # its offsets committed
+        await asyncio.to_thread(own.restart)  # memory storage: comes back empty
+        await kafka.ensure_topics(own.bootstrap, [topic], partitions=1)
+        await until(
+            lambda: (REGISTRY.get_sample_value("chengneng_consumer_broker_resets_total", {"consumer": name}) or 0) >= 1,
+            30,
+        )
+        await publish("五", stream="after")  # offset 0 of the new topic: behind the old position
+        await until(lambda: applied[-1:] == ["五"], 60)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         own.stop()
