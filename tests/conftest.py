@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -29,7 +30,9 @@ import pytest
 
 from shared import db
 from shared.auth import ensure_keypair, issue_token, load_private_key
+from shared.commands import Aggregate
 from shared.embedded import EmbeddedBroker, start_broker, start_postgres
+from shared.messages import Event
 from shared.principal import Principal, Role
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,3 +228,15 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {message}; last value: {last!r}")
+
+
+def recording_aggregate(stream_type: str, record: Callable[[Any], list[Event]]) -> Aggregate[int]:
+    """A stream type for tests of the store's machinery: each command records the events
+    ``record`` makes of it, and the state only counts them."""
+    return Aggregate(
+        stream_type=stream_type,
+        initial=lambda: 0,
+        evolve=lambda count, event: count + 1,
+        decide=lambda count, command: record(command),
+        jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
+    )

@@ -17,13 +17,13 @@ from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
 from shared import db, kafka, store
-from shared.commands import Aggregate, EventStore
+from shared.commands import EventStore
 from shared.consumer import HANDLER_ATTEMPTS, TOGETHER, HeldRecord, InboxConsumer, contract_violation
 from shared.envelope import Envelope
 from shared.kafka import IncomingEvent
 from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
-from tests.conftest import ServiceDb
+from tests.conftest import ServiceDb, recording_aggregate
 
 ACTOR = Principal(subject="clerk", organisation="dept-sci", role=Role.DEPARTMENT, jurisdiction="510600")
 
@@ -551,13 +551,7 @@ class Echo(Command):
     text: str
 
 
-ECHOES = Aggregate(
-    stream_type="echo",
-    initial=lambda: 0,
-    evolve=lambda count, event: count + 1,
-    decide=lambda count, command: [Echoed(text=command.text)],
-    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
-)
+ECHOES = recording_aggregate("echo", lambda command: [Echoed(text=command.text)])
 
 
 def echoing(service_db: ServiceDb, *, refuse: str = "") -> Any:

@@ -13,12 +13,12 @@ from pathlib import Path
 import asyncpg
 
 from shared import merkle, store
-from shared.commands import Aggregate, EventStore
+from shared.commands import EventStore
 from shared.embedded import EmbeddedBroker
 from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
 from shared.sealer import Sealer
-from tests.conftest import ServiceDb
+from tests.conftest import ServiceDb, recording_aggregate
 
 ACTOR = Principal(subject="clerk", organisation="deyang-cast", role=Role.ASSOCIATION, jurisdiction="510600")
 
@@ -175,13 +175,7 @@ class Note(Command):
     text: str
 
 
-NOTES = Aggregate(
-    stream_type="note",
-    initial=lambda: 0,
-    evolve=lambda count, event: count + 1,
-    decide=lambda count, command: [Noted(text=command.text)],
-    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
-)
+NOTES = recording_aggregate("note", lambda command: [Noted(text=command.text)])
 
 
 async def test_a_command_is_sealed_at_once_by_the_sealer_of_its_process_not_at_its_next_poll(

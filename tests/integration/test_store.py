@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 
 from shared import db, store
-from shared.commands import Aggregate, EventStore, Idempotency
+from shared.commands import EventStore, Idempotency
 from shared.envelope import GENESIS_HASH, Recorded
 from shared.errors import ConcurrencyConflict, InvalidInput
 from shared.messages import Command, Event, EventRegistry
 from shared.principal import Principal, Role
-from tests.conftest import ServiceDb
+from tests.conftest import ServiceDb, recording_aggregate
 
 ACTOR = Principal(subject="clerk", organisation="deyang-cast", role=Role.ASSOCIATION, jurisdiction="510600")
 
@@ -271,13 +271,7 @@ async def test_an_edited_payload_breaks_the_chain(service_db: ServiceDb) -> None
     assert not event.hash_is_valid()
 
 
-NOTES = Aggregate(
-    stream_type="note",
-    initial=lambda: 0,
-    evolve=lambda count, event: count + 1,
-    decide=lambda count, command: [] if command.text == "noop" else [Noted(text=command.text)],
-    jurisdiction_of=lambda state, command: command.issued_by.jurisdiction,
-)
+NOTES = recording_aggregate("note", lambda command: [] if command.text == "noop" else [Noted(text=command.text)])
 
 
 async def test_a_retried_command_with_the_same_idempotency_key_appends_once(service_db: ServiceDb) -> None:
@@ -378,6 +372,34 @@ async def test_a_replay_gives_projections_each_event_as_the_store_holds_it(servi
         envelope = stored[replayed_event.event_id]
         assert {f: getattr(replayed_event, f) for f in fields} == {f: getattr(envelope, f) for f in fields}
         assert event == registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
+
+
+class NotedV2(Event):
+    """``Noted`` as a later version of the code has it: the text split by language."""
+
+    event_type = "Noted"
+    schema_version = 2
+    zh: str
+    en: str
+
+
+async def test_a_replay_decodes_stored_json_text_and_upcasts_what_an_older_version_wrote(
+    service_db: ServiceDb,
+) -> None:
+    """A replay validates a current payload straight from its stored JSON text and upcasts an
+    older one: events written by version 1 of the code, replayed by version 2."""
+    text = '引号" 反斜杠\\ 换行\n \u2028 😀'
+    await append_in_tx(service_db.pool, "old", 0, text, "二")
+    async with service_db.pool.acquire() as conn, conn.transaction():
+        await store.append(conn, "new", "note", 0, [NotedV2(zh="三", en="three")], meta())
+    registry = EventRegistry(NotedV2)
+
+    @registry.upcaster("Noted", 1)
+    def split(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"zh": payload["text"], "en": ""}
+
+    replayed = [event async for batch in store.replay(service_db.pool, registry) for _, event in batch]
+    assert replayed == [NotedV2(zh=text, en=""), NotedV2(zh="二", en=""), NotedV2(zh="三", en="three")]
 
 
 async def test_a_replay_abandoned_with_its_pool_closed_leaves_no_stray_error(service_db: ServiceDb) -> None:
