@@ -90,6 +90,16 @@ class FaultStack:
         wait_until(lambda: not alive(pid), timeout=10, message=f"{name} (pid {pid}) to die")
         return pid
 
+    def pause(self, name: str) -> int:
+        """SIGSTOP the service: it does nothing, and holds what it holds, until ``resume``."""
+        pid = self.pid(name)
+        assert pid is not None, f"{name} is not running"
+        psutil.Process(pid).send_signal(signal.SIGSTOP)
+        return pid
+
+    def resume(self, pid: int) -> None:
+        psutil.Process(pid).send_signal(signal.SIGCONT)
+
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 90) -> int:
         """`up` restarts a process that died; wait until the new one answers /health."""
 
@@ -194,11 +204,6 @@ class FaultStack:
             if missing:
                 behind.append(f"{consumer}: {missing} of {source}'s events not applied ({held} held back)")
         return behind
-
-    def applying(self, consumer: str, prefix: str) -> bool:
-        """The consumer has applied some, not all, of the registry events of the load ``prefix``."""
-        applied, stored = self.progress(consumer, prefix)
-        return 0 < applied < stored
 
     def progress(self, consumer: str, prefix: str) -> tuple[int, int]:
         """How many of the registry events of the load ``prefix`` the consumer applied, of how many stored."""

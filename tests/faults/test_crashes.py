@@ -14,12 +14,14 @@ the event ids it applied in the same transaction as the effect). So after the cr
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter, defaultdict
 
 import pytest
 
 from services.disclosure.policy import load_policy
+from shared.consumer import TOGETHER
 from tests.conftest import wait_until
 from tests.faults.conftest import FaultStack, FunctionLoad, topic_events
 
@@ -27,8 +29,13 @@ pytestmark = pytest.mark.stack
 
 STEPS = ["FunctionProposed", "FunctionListed", "FunctionOpened"]
 FUNCTIONS = 250
-"""Enough that the load still runs while each consumer is caught applying it (consumers that
-apply a fetch in one transaction keep close behind a shorter load)."""
+"""Enough that the load runs on through both crashes and the hold between them."""
+CONSUMERS = ("capability", "supervision", "disclosure")
+BACKLOG = 150
+"""Registry events each consumer is let fall behind: it applies at most ``TOGETHER`` per
+transaction, so it is caught with part of the backlog applied and part not."""
+HOLD_S = 8.0
+"""The consumers are held at most this long, within the broker's 10 s session timeout."""
 
 
 def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_stack: FaultStack) -> None:
@@ -44,29 +51,46 @@ def test_kill_9_during_publishing_and_applying_loses_and_doubles_nothing(fault_s
         old = fs.kill9("registry")
         fs.wait_restarted("registry", old)
 
-        # 2. The consumers of the registry's events die while they apply them.
+        # 2. The consumers of the registry's events die while they apply them. A consumer that
+        # keeps pace with the load may never be caught between two of its transactions, so the
+        # three are held (SIGSTOP) while the load stores a backlog for them, let go together,
+        # and each is killed once it has applied part of the backlog but not all of it.
         before = load.completed()
         wait_until(lambda: load.completed() >= before + 10, timeout=60, message="the load to resume")
-        # Each is killed the moment it is caught applying, in whatever order that happens: one
-        # waited for in turn could catch up with the whole load while the others were killed.
+        held = {name: fs.pause(name) for name in CONSUMERS}
+        try:
+            deadline = time.monotonic() + HOLD_S
+            while True:
+                progress = {name: fs.progress(f"{name}-registry", load.prefix) for name in CONSUMERS}
+                behind = min(stored - applied for applied, stored in progress.values())
+                if behind >= BACKLOG or not load.is_alive() or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            for pid in held.values():
+                fs.resume(pid)
+        assert behind > 2 * TOGETHER, (
+            f"the load stored too small a backlog in {HOLD_S} s (applied of stored: {progress})"
+        )
         killed: dict[str, int] = {}
 
         def kill_those_applying() -> bool:
-            for name in ("capability", "supervision", "disclosure"):
-                if name not in killed and fs.applying(f"{name}-registry", load.prefix):
+            for name in CONSUMERS:
+                if name in killed:
+                    continue
+                applied, stored = fs.progress(f"{name}-registry", load.prefix)
+                if progress[name][0] < applied < stored:
                     killed[name] = fs.kill9(name)
-            return len(killed) == 3
+            return len(killed) == len(CONSUMERS)
 
         try:
-            wait_until(kill_those_applying, timeout=30, interval=0.02, message="each consumer to be applying the burst")
+            wait_until(
+                kill_those_applying, timeout=30, interval=0.02, message="each consumer to be applying the backlog"
+            )
         except AssertionError as exc:
-            progress = {
-                name: fs.progress(f"{name}-registry", load.prefix)
-                for name in ("capability", "supervision", "disclosure")
-            }
+            now = {name: fs.progress(f"{name}-registry", load.prefix) for name in CONSUMERS}
             raise AssertionError(
-                f"{exc} (load at {load.completed()} of {FUNCTIONS}, killed: {sorted(killed)}, "
-                f"applied of stored: {progress})"
+                f"{exc} (killed: {sorted(killed)}; applied of stored when let go: {progress}, now: {now})"
             ) from None
         for name, pid in killed.items():
             fs.wait_restarted(name, pid)
