@@ -84,21 +84,23 @@ class FaultStack:
 
     def kill9(self, name: str) -> int:
         """SIGKILL the service: no shutdown code runs, as in a power cut or an OOM kill."""
-        pid = self.pid(name)
-        assert pid is not None, f"{name} is not running"
-        psutil.Process(pid).send_signal(signal.SIGKILL)
+        pid = self.send(name, signal.SIGKILL)
         wait_until(lambda: not alive(pid), timeout=10, message=f"{name} (pid {pid}) to die")
         return pid
 
     def pause(self, name: str) -> int:
         """SIGSTOP the service: it does nothing, and holds what it holds, until ``resume``."""
-        pid = self.pid(name)
-        assert pid is not None, f"{name} is not running"
-        psutil.Process(pid).send_signal(signal.SIGSTOP)
-        return pid
+        return self.send(name, signal.SIGSTOP)
 
     def resume(self, pid: int) -> None:
         psutil.Process(pid).send_signal(signal.SIGCONT)
+
+    def send(self, name: str, sig: signal.Signals) -> int:
+        """Send the service's process ``sig``; its pid."""
+        pid = self.pid(name)
+        assert pid is not None, f"{name} is not running"
+        psutil.Process(pid).send_signal(sig)
+        return pid
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 90) -> int:
         """`up` restarts a process that died; wait until the new one answers /health."""
